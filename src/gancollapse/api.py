@@ -1,0 +1,98 @@
+"""Public loading API: ``gancollapse.load(path) -> RunHandle``.
+
+Tests, scripts and users load runs only through this: the run is rebuilt from its saved ``config.yaml``
+with the same builders as training, then the checkpoint's weights are loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from gancollapse.build import build_datamodule, build_module, find_checkpoint
+from gancollapse.module import GANModule
+
+
+@dataclass
+class RunHandle:
+    """A trained run: its config, module (nets + regularizer state) and checkpoint path."""
+
+    cfg: DictConfig
+    module: GANModule
+    run_dir: Path
+    checkpoint: Path | None
+
+    @property
+    def generator(self) -> nn.Module:
+        return self.module.generator
+
+    @property
+    def discriminator(self) -> nn.Module:
+        return self.module.discriminator
+
+    @property
+    def z_dim(self) -> int:
+        return self.module.z_dim
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    def to(self, device: torch.device | str) -> RunHandle:
+        self.module.to(device)
+        return self
+
+    def datamodule(self):
+        """The run's datamodule (toy data is regenerated from its seed; image sets read from disk)."""
+        return build_datamodule(self.cfg)
+
+    def make_sampler(self, sampler: DictConfig | dict | str | None = None):
+        """The run's training prior, or a sampler from a config node / ``conf/sampler/<name>.yaml``."""
+        if sampler is None:
+            return self.module.sampler
+        if isinstance(sampler, str):
+            from gancollapse.train import CONF_DIR
+
+            sampler = OmegaConf.load(Path(CONF_DIR) / "sampler" / f"{sampler}.yaml")
+        return instantiate(sampler)
+
+    @torch.no_grad()
+    def sample_z(self, n: int, sampler=None, seed: int | None = None) -> Tensor:  # noqa: ANN001
+        s = self.make_sampler(sampler) if not hasattr(sampler, "sample") else sampler
+        self.module.eval()
+        return s.sample(self.generator, self.discriminator, n, self.z_dim, self.device, seed=seed)
+
+    @torch.no_grad()
+    def sample(self, n: int, sampler=None, seed: int | None = None, batch_size: int = 10_000) -> Tensor:  # noqa: ANN001
+        """n generated samples, G in eval mode; ``sampler`` refines z (default: the prior)."""
+        z = self.sample_z(n, sampler, seed)
+        return self.module.generate(n, z=z, batch_size=batch_size)
+
+
+def load(path: str | Path, which: str = "best", map_location: str | torch.device = "cpu") -> RunHandle:
+    """Load a run from its directory (``best.ckpt``, else ``last.ckpt``) or from a ``.ckpt`` file in it.
+
+    Raises FileNotFoundError naming what is missing when the path is not a run directory.
+    """
+    path = Path(path)
+    if path.is_file() and path.suffix == ".ckpt":
+        ckpt, run_dir = path, path.parent.parent
+    else:
+        run_dir, ckpt = path, find_checkpoint(path, which)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path} not found: {run_dir} is not a gancollapse run directory "
+                                "(expected config.yaml and checkpoints/ written by `python -m gancollapse.train`)")
+    cfg = OmegaConf.load(cfg_path)
+    module = build_module(cfg)
+    if ckpt is not None:
+        state = torch.load(ckpt, map_location=map_location, weights_only=False)
+        module.load_state_dict(state["state_dict"])
+        module.on_load_checkpoint(state)
+    module.to(map_location).eval()
+    return RunHandle(cfg=cfg, module=module, run_dir=run_dir, checkpoint=ckpt)

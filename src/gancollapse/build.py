@@ -1,0 +1,60 @@
+"""Turn a composed Hydra config into objects. Shared by ``train``, ``load`` and ``sample`` so a run is
+rebuilt exactly as it was trained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from gancollapse.module import GANModule
+
+# Keys of a dataset config that describe evaluation rather than the datamodule's constructor.
+DATASET_META_KEYS = ("name", "evaluator", "monitor", "monitor_mode")
+NET_KEYS_RESERVED = ("module",)
+
+
+def dataset_kwargs(cfg: DictConfig) -> DictConfig:
+    node = OmegaConf.to_container(cfg.dataset, resolve=True)
+    for key in DATASET_META_KEYS:
+        node.pop(key, None)
+    return OmegaConf.create(node)
+
+
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    return instantiate(dataset_kwargs(cfg))
+
+
+def build_module(cfg: DictConfig) -> GANModule:
+    """Instantiate nets, objective, regularizers, sampler and the LightningModule that composes them."""
+    nets = {k: instantiate(v) for k, v in cfg.model.items() if k not in NET_KEYS_RESERVED and isinstance(v, DictConfig) and "_target_" in v}
+    if "generator" not in nets or "discriminator" not in nets:
+        raise ValueError("model config must define 'generator' and 'discriminator' nodes with a _target_")
+    regularizers = {name: instantiate(node) for name, node in (cfg.get("regularizer") or {}).items() if node is not None}
+    optim = {k: instantiate(v) for k, v in (cfg.get("optim") or {}).items() if v is not None}
+    module_cfg = cfg.model.get("module") or OmegaConf.create({"_target_": "gancollapse.module.GANModule"})
+    extra: dict[str, Any] = {k: cfg[k] for k in ("n_critic", "g_reuse_z", "log_every_n_steps", "skip_nonfinite") if k in cfg}
+    return instantiate(
+        module_cfg,
+        **nets,
+        objective=instantiate(cfg.loss),
+        regularizers=regularizers,
+        sampler=instantiate(cfg.sampler),
+        optim=optim,
+        z_dim=cfg.z_dim,
+        **extra,
+        _recursive_=False,
+    )
+
+
+def find_checkpoint(run_dir: Path, which: str = "best") -> Path | None:
+    """``best`` falls back to ``last``; returns None when the run has no checkpoint yet."""
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    order = ["best.ckpt", "last.ckpt"] if which == "best" else ["last.ckpt"]
+    for name in order:
+        if (ckpt_dir / name).is_file():
+            return ckpt_dir / name
+    return None

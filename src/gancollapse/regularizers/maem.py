@@ -1,0 +1,186 @@
+"""MaEM-GAN's replay-buffer manifold entropy term (Liu et al., AAAI'23, Sec. "RB-MaEM", Eq. 8).
+
+The entropy of D's embedding manifold is estimated offline by the distance from each code to its nearest
+neighbour in a replay buffer of S past codes; maximising ``log`` of the mean nearest-neighbour distance
+spreads the codes. D's side spreads *real* codes, G's side spreads *fake* codes (seed ``train.py``).
+
+Loss (per side):  −w(e) · log( mean_i  dist(c_i, NN_B(c_i)) ),  w(e) = σ · min(e / ramp, 1).
+
+``dist`` is the squared L2 distance averaged over the code dimension (the seed's form) or the cosine
+distance 1 − cos(c, v*) with v* the most cosine-similar buffer entry (the paper's Eq. 8, and the seed
+README's advice for large-scale runs).
+
+Cost: the nearest neighbour comes from one (B×d)·(d×S) product and an argmin, then a gather of B rows:
+time O(B·S·d), memory O(S·d + B·S) — never the (S, B, d) broadcast of the seed code.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from gancollapse.regularizers.base import Regularizer, Step
+
+Metric = Literal["l2", "cosine"]
+
+
+def nearest_neighbour(codes: Tensor, buffer: Tensor, metric: Metric = "l2") -> Tensor:
+    """Return the buffer row nearest to each code, shape (B, d), without gradient to the buffer.
+
+    Uses ‖c − b‖² = ‖c‖² − 2c·b + ‖b‖²; the ‖c‖² term is constant per row and dropped for the argmin.
+    """
+    with torch.no_grad():
+        c = codes.detach().to(buffer.dtype)
+        if metric == "l2":
+            scores = torch.addmm(buffer.pow(2).sum(dim=1)[None, :], c, buffer.t(), alpha=-2.0)
+            idx = scores.argmin(dim=1)
+        elif metric == "cosine":
+            idx = (F.normalize(c, dim=1) @ F.normalize(buffer, dim=1).t()).argmax(dim=1)
+        else:
+            raise ValueError(f"metric must be 'l2' or 'cosine', got {metric!r}")
+    return buffer.index_select(0, idx)
+
+
+def code_distance(codes: Tensor, neighbours: Tensor, metric: Metric = "l2") -> Tensor:
+    """Per-sample distance to the matched neighbour: mean squared difference over d, or 1 − cos."""
+    if metric == "l2":
+        return (codes - neighbours.to(codes.dtype)).pow(2).mean(dim=1)
+    return 1.0 - F.cosine_similarity(codes, neighbours.to(codes.dtype), dim=1)
+
+
+def manifold_entropy(codes: Tensor, buffer: Tensor, metric: Metric = "l2", eps: float = 1e-12) -> Tensor:
+    """log( mean_i dist(c_i, NN(c_i)) ): the entropy surrogate to *maximise* (Eq. 8 as coded by the seed)."""
+    flat = codes.reshape(codes.shape[0], -1)
+    dist = code_distance(flat, nearest_neighbour(flat, buffer, metric), metric)
+    return torch.log(dist.mean() + eps)
+
+
+def entropy_weight(sigma: float, epoch: int, ramp_epochs: int) -> float:
+    """w(e) = σ · min(e / ramp, 1) (seed ``train.py``); no ramp when ``ramp_epochs`` is 0."""
+    if ramp_epochs <= 0:
+        return sigma
+    return sigma * min(epoch / ramp_epochs, 1.0)
+
+
+class ReplayBuffer(torch.nn.Module):
+    """A true FIFO of the last ``size`` codes, kept as a ring; state is saved in checkpoints.
+
+    Initialised with U(−1, 1) codes like the seed, so the estimator is defined from the first step.
+    """
+
+    def __init__(self, size: int, dim: int) -> None:
+        super().__init__()
+        if size < 1:
+            raise ValueError(f"buffer_size must be >= 1, got {size}")
+        if dim < 1:
+            raise ValueError(f"code_dim must be >= 1, got {dim}")
+        self.register_buffer("data", torch.empty(size, dim).uniform_(-1.0, 1.0))
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+
+    @property
+    def size(self) -> int:
+        return self.data.shape[0]
+
+    @torch.no_grad()
+    def push(self, codes: Tensor) -> None:
+        codes = codes.detach().reshape(codes.shape[0], -1)[-self.size :].to(self.data.dtype)
+        n = codes.shape[0]
+        idx = (self.ptr + torch.arange(n, device=self.data.device)) % self.size
+        self.data.index_copy_(0, idx, codes)
+        self.ptr.copy_((self.ptr + n) % self.size)
+
+    def ordered(self) -> Tensor:
+        """The contents from oldest to newest."""
+        return torch.roll(self.data, shifts=-int(self.ptr), dims=0)
+
+
+class SeedCompatBuffer(torch.nn.Module):
+    """The seed's buffer, bug included: shape (K, B, d), updated as ``cat(buf[B:], new[None])``.
+
+    K shrinks 1024 → 961 → … → 16 → 1 and stays at 1, so after 17 calls every code is compared with the
+    same batch slot of the previous batch only (reference/seeds-gan-training.md §1.3).
+    """
+
+    def __init__(self, size: int, dim: int) -> None:
+        super().__init__()
+        self.size, self.dim = int(size), int(dim)
+        self.register_buffer("data", torch.empty(0, 0, dim))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        key = prefix + "data"
+        if key in state_dict:
+            self.data = torch.empty_like(state_dict[key], device=self.data.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def entropy(self, codes: Tensor, eps: float = 1e-12) -> Tensor:
+        flat = codes.reshape(codes.shape[0], -1)
+        b = flat.shape[0]
+        if self.data.numel() == 0:
+            self.data = torch.empty(self.size, b, self.dim, device=flat.device).uniform_(-1.0, 1.0)
+        buf = self.data[:, :b]
+        dist = (buf - flat[None]).pow(2).mean(dim=2).min(dim=0).values
+        loss = torch.log(dist.mean() + eps)
+        with torch.no_grad():
+            new = flat.detach()[None]
+            if new.shape[1] == self.data.shape[1]:
+                self.data = torch.cat((self.data[b:], new), dim=0)
+        return loss
+
+
+class ManifoldEntropy(Regularizer):
+    """RB-MaEM entropy on D's output: real codes in the D step, fake codes in the G step.
+
+    Args:
+        sigma: entropy weight σ (paper: 5e-4 on CIFAR-10, 5e-2 on CelebA).
+        code_dim: dimension m of D's output.
+        buffer_size: S, number of codes kept per side (paper: 1024).
+        metric: ``l2`` (seed) or ``cosine`` (paper Eq. 8).
+        ramp_epochs: linear warm-up of σ over this many epochs (seed: 100); 0 disables it.
+        d_side / g_side: enable each side independently.
+        seed_compat: reproduce the seed's shrinking buffer (see :class:`SeedCompatBuffer`).
+    """
+
+    def __init__(
+        self,
+        sigma: float = 5e-4,
+        code_dim: int = 1,
+        buffer_size: int = 1024,
+        metric: Metric = "l2",
+        ramp_epochs: int = 100,
+        d_side: bool = True,
+        g_side: bool = True,
+        seed_compat: bool = False,
+    ) -> None:
+        super().__init__()
+        if sigma < 0:
+            raise ValueError(f"regularizer.maem.sigma must be >= 0, got {sigma}")
+        if metric not in ("l2", "cosine"):
+            raise ValueError(f"regularizer.maem.metric must be 'l2' or 'cosine', got {metric!r}")
+        if seed_compat and metric != "l2":
+            raise ValueError("regularizer.maem.seed_compat reproduces the seed's L2 form; set metric=l2")
+        self.sigma, self.metric, self.ramp_epochs = float(sigma), metric, int(ramp_epochs)
+        self.d_side, self.g_side, self.seed_compat = bool(d_side), bool(g_side), bool(seed_compat)
+        buf = SeedCompatBuffer if seed_compat else ReplayBuffer
+        self.real_buffer = buf(buffer_size, code_dim)
+        self.fake_buffer = buf(buffer_size, code_dim)
+
+    def _term(self, codes: Tensor, buffer: torch.nn.Module, epoch: int) -> Tensor:
+        if self.seed_compat:
+            ent = buffer.entropy(codes)
+        else:
+            ent = manifold_entropy(codes, buffer.data, self.metric)
+            buffer.push(codes)
+        return -entropy_weight(self.sigma, epoch, self.ramp_epochs) * ent
+
+    def d_terms(self, step: Step) -> dict[str, Tensor]:
+        if not self.d_side or step.d_real is None:
+            return {}
+        return {"maem_entropy_real": self._term(step.d_real, self.real_buffer, step.epoch)}
+
+    def g_terms(self, step: Step) -> dict[str, Tensor]:
+        if not self.g_side:
+            return {}
+        return {"maem_entropy_fake": self._term(step.d_fake, self.fake_buffer, step.epoch)}

@@ -1,0 +1,100 @@
+"""Entry point: ``python -m gancollapse.train [overrides]`` (Hydra main, ``conf/train.yaml``).
+
+Rerunning with the same run directory (``hydra.run.dir=<dir>``) resumes from ``checkpoints/last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from gancollapse.build import build_datamodule, build_module
+from gancollapse.callbacks import MaxGSteps, RunSummary
+
+log = logging.getLogger("gancollapse")
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Fail fast, naming the key, on values no run can use. Component constructors check their own."""
+    for key in ("n_critic", "z_dim", "log_every_n_steps", "ckpt_every_n_steps"):
+        val = cfg.get(key)
+        if val is not None and int(val) < 1:
+            raise ValueError(f"{key} must be >= 1, got {val}")
+    if cfg.get("max_g_steps") is not None and int(cfg.max_g_steps) < 1:
+        raise ValueError(f"max_g_steps must be >= 1 or null, got {cfg.max_g_steps}")
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path, module: L.LightningModule) -> list[L.Callback]:
+    callbacks: list[L.Callback] = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    evaluator = cfg.dataset.get("evaluator")
+    if evaluator is not None:
+        callbacks.append(instantiate(evaluator))
+    ckpt_dir = run_dir / "checkpoints"
+    callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=0, save_last=True,
+                                     every_n_train_steps=cfg.ckpt_every_n_steps, save_on_train_epoch_end=True,
+                                     enable_version_counter=False))
+    monitor = cfg.dataset.get("monitor")
+    if monitor:
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor,
+                                         mode=cfg.dataset.get("monitor_mode", "min"), save_top_k=1,
+                                         auto_insert_metric_name=False, enable_version_counter=False))
+    callbacks.append(OnExceptionCheckpoint(dirpath=ckpt_dir, filename="last"))
+    if cfg.get("max_g_steps"):
+        callbacks.append(MaxGSteps(cfg.max_g_steps))
+    callbacks.append(RunSummary(run_dir, cfg))
+    return callbacks
+
+
+def run(cfg: DictConfig, run_dir: Path | str) -> dict[str, Any]:
+    """Train one run into ``run_dir``; returns the summary dict. Usable without Hydra's main (tests)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    validate(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    loggers = [instantiate(lg, save_dir=str(run_dir)) for lg in (cfg.get("logger") or {}).values() if lg is not None]
+    trainer: L.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir),
+                                     callbacks=build_callbacks(cfg, run_dir, module), logger=loggers or False)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    resume = str(ckpt) if cfg.get("resume", True) and ckpt.is_file() else None
+    if resume:
+        log.info("Resuming from %s", resume)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    # The periodic checkpoint may lag the end of training; the final state must always be resumable/loadable.
+    trainer.save_checkpoint(ckpt)
+    summary = RunSummary(run_dir, cfg).write(module, "finished") if trainer.is_global_zero else {}
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    hc = HydraConfig.get()
+    with open_dict(cfg):
+        cfg.choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")}
+    run_dir = Path(hc.runtime.output_dir)
+    summary = run(cfg, run_dir)
+    if summary:
+        print(f"\nRun directory: {run_dir}")
+        print(f"  summary:  {run_dir / 'summary.json'}")
+        print(f"  metrics:  {run_dir / 'metrics.csv'}")
+        if (run_dir / "plots").is_dir():
+            print(f"  plots:    {run_dir / 'plots'} (training.gif, final.png)")
+        shown = {k: v for k, v in summary.items() if "/" in k}
+        print("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
+    return None
+
+
+if __name__ == "__main__":
+    main()
