@@ -1,0 +1,1 @@
+"""Datamodules: toy mixtures, torchvision image sets, TFRecords."""
