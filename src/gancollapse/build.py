@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -17,6 +18,18 @@ DATASET_META_KEYS = ("name", "evaluator", "monitor", "monitor_mode")
 NET_KEYS_RESERVED = ("module",)
 
 
+def instantiate_checked(node: Any, *args: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that re-raises a component's own ValueError unwrapped, so the user
+    sees the message naming the bad key rather than Hydra's InstantiationException around it."""
+    try:
+        return instantiate(node, *args, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, ValueError):
+            raise ValueError(str(cause)) from None
+        raise
+
+
 def dataset_kwargs(cfg: DictConfig) -> DictConfig:
     node = OmegaConf.to_container(cfg.dataset, resolve=True)
     for key in DATASET_META_KEYS:
@@ -25,24 +38,24 @@ def dataset_kwargs(cfg: DictConfig) -> DictConfig:
 
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
-    return instantiate(dataset_kwargs(cfg))
+    return instantiate_checked(dataset_kwargs(cfg))
 
 
 def build_module(cfg: DictConfig) -> GANModule:
     """Instantiate nets, objective, regularizers, sampler and the LightningModule that composes them."""
-    nets = {k: instantiate(v) for k, v in cfg.model.items() if k not in NET_KEYS_RESERVED and isinstance(v, DictConfig) and "_target_" in v}
+    nets = {k: instantiate_checked(v) for k, v in cfg.model.items() if k not in NET_KEYS_RESERVED and isinstance(v, DictConfig) and "_target_" in v}
     if "generator" not in nets or "discriminator" not in nets:
         raise ValueError("model config must define 'generator' and 'discriminator' nodes with a _target_")
-    regularizers = {name: instantiate(node) for name, node in (cfg.get("regularizer") or {}).items() if node is not None}
+    regularizers = {name: instantiate_checked(node) for name, node in (cfg.get("regularizer") or {}).items() if node is not None}
     optim = {k: instantiate(v) for k, v in (cfg.get("optim") or {}).items() if v is not None}
     module_cfg = cfg.model.get("module") or OmegaConf.create({"_target_": "gancollapse.module.GANModule"})
     extra: dict[str, Any] = {k: cfg[k] for k in ("n_critic", "g_reuse_z", "log_every_n_steps", "skip_nonfinite") if k in cfg}
-    return instantiate(
+    return instantiate_checked(
         module_cfg,
         **nets,
-        objective=instantiate(cfg.loss),
+        objective=instantiate_checked(cfg.loss),
         regularizers=regularizers,
-        sampler=instantiate(cfg.sampler),
+        sampler=instantiate_checked(cfg.sampler),
         optim=optim,
         z_dim=cfg.z_dim,
         **extra,

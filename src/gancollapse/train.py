@@ -6,20 +6,32 @@ Rerunning with the same run directory (``hydra.run.dir=<dir>``) resumes from ``c
 from __future__ import annotations
 
 import logging
+import signal
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
+from gancollapse.build import instantiate_checked as instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gancollapse.build import build_datamodule, build_module
 from gancollapse.callbacks import MaxGSteps, RunSummary
 
 log = logging.getLogger("gancollapse")
+
+# Lightning warnings that are expected in this setup and would only confuse: losses are logged by the module
+# (not through Trainer.log_every_n_steps), checkpoints are resumed explicitly, and the tips are adverts.
+for _pattern in (".*smaller than the logging interval.*", ".*no last checkpoint available.*", ".*LeafSpec.*",
+                 ".*was called without a model.*", ".*does not have many workers.*", ".*weights_only.*",
+                 ".*Using ModelCheckpoint with manual optimization.*"):
+    warnings.filterwarnings("ignore", message=_pattern)
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
@@ -74,17 +86,26 @@ def run(cfg: DictConfig, run_dir: Path | str) -> dict[str, Any]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     # The periodic checkpoint may lag the end of training; the final state must always be resumable/loadable.
     trainer.save_checkpoint(ckpt)
-    summary = RunSummary(run_dir, cfg).write(module, "finished") if trainer.is_global_zero else {}
+    status = "interrupted: KeyboardInterrupt" if trainer.interrupted else "finished"
+    if trainer.interrupted:
+        log.warning("Interrupted after %d G steps; rerun with hydra.run.dir=%s to resume.", module.g_steps, run_dir)
+    summary = RunSummary(run_dir, cfg).write(module, status) if trainer.is_global_zero else {}
     return summary
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    # A job started in the background inherits SIGINT=ignored; Ctrl-C / kill -INT must still stop it cleanly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     hc = HydraConfig.get()
     with open_dict(cfg):
         cfg.choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")}
     run_dir = Path(hc.runtime.output_dir)
-    summary = run(cfg, run_dir)
+    try:
+        summary = run(cfg, run_dir)
+    except SIGTERMException:
+        log.warning("Stopped by SIGTERM; last.ckpt saved. Rerun with hydra.run.dir=%s to resume.", run_dir)
+        sys.exit(143)
     if summary:
         print(f"\nRun directory: {run_dir}")
         print(f"  summary:  {run_dir / 'summary.json'}")

@@ -84,6 +84,10 @@ class ReplayBuffer(torch.nn.Module):
     def size(self) -> int:
         return self.data.shape[0]
 
+    @property
+    def dim(self) -> int:
+        return self.data.shape[1]
+
     @torch.no_grad()
     def push(self, codes: Tensor) -> None:
         codes = codes.detach().reshape(codes.shape[0], -1)[-self.size :].to(self.data.dtype)
@@ -159,6 +163,9 @@ class ManifoldEntropy(Regularizer):
             raise ValueError(f"regularizer.maem.sigma must be >= 0, got {sigma}")
         if metric not in ("l2", "cosine"):
             raise ValueError(f"regularizer.maem.metric must be 'l2' or 'cosine', got {metric!r}")
+        for key, val, low in (("buffer_size", buffer_size, 1), ("code_dim", code_dim, 1), ("ramp_epochs", ramp_epochs, 0)):
+            if int(val) < low:
+                raise ValueError(f"regularizer.maem.{key} must be >= {low}, got {val}")
         if seed_compat and metric != "l2":
             raise ValueError("regularizer.maem.seed_compat reproduces the seed's L2 form; set metric=l2")
         self.sigma, self.metric, self.ramp_epochs = float(sigma), metric, int(ramp_epochs)
@@ -168,6 +175,12 @@ class ManifoldEntropy(Regularizer):
         self.fake_buffer = buf(buffer_size, code_dim)
 
     def _term(self, codes: Tensor, buffer: torch.nn.Module, epoch: int) -> Tensor:
+        width = codes.reshape(codes.shape[0], -1).shape[1]
+        if width != buffer.dim:
+            raise ValueError(
+                f"regularizer.maem.code_dim={buffer.dim} but the discriminator outputs {width} values per "
+                "sample; set regularizer.maem.code_dim to D's output size (model.discriminator.out_dim)"
+            )
         if self.seed_compat:
             ent = buffer.entropy(codes)
         else:

@@ -1,0 +1,156 @@
+"""A small CNN classifier trained by the platform, for IS and Stacked-MNIST mode counting offline.
+
+``python -m gancollapse.classifier dataset=mnist [epochs=5] [device=auto] [out=PATH] [dataset.img_size=32]``
+trains it on the dataset's training images and saves it where the evaluators look for it:
+``<cache>/classifiers/<dataset identity>.pt`` (cache = ``$GANCOLLAPSE_CACHE`` or ``~/.cache/gancollapse``).
+
+The net follows the Keras ``mnist_cnn`` used by PacGAN/VEEGAN for Stacked MNIST (Conv32-Conv64-Dense128),
+with a second pooling stage so it stays small at 32–64 px. For Stacked MNIST train it on ``dataset=mnist``
+at the same ``img_size``: each channel is classified separately.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gancollapse.metrics.fid import cache_dir
+
+
+class SmallClassifier(nn.Module):
+    """images in [-1, 1] (N, C, S, S) → logits (N, classes); ``features`` gives the 128-d penultimate layer."""
+
+    def __init__(self, channels: int = 1, num_classes: int = 10, img_size: int = 32, feature_dim: int = 128) -> None:
+        super().__init__()
+        if int(num_classes) < 2:
+            raise ValueError(f"classifier num_classes must be >= 2, got {num_classes}")
+        if int(img_size) < 4:
+            raise ValueError(f"classifier img_size must be >= 4, got {img_size}")
+        self.config = {"channels": int(channels), "num_classes": int(num_classes), "img_size": int(img_size),
+                       "feature_dim": int(feature_dim)}
+        self.feature_dim = int(feature_dim)
+        s = img_size // 4
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
+            nn.Linear(64 * s * s, feature_dim), nn.ReLU(),
+        )
+        self.head = nn.Sequential(nn.Dropout(0.5), nn.Linear(feature_dim, num_classes))
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.body(x))
+
+
+def default_classifier_path(identity: str, cache: str | None = None) -> Path:
+    return cache_dir(cache) / "classifiers" / f"{identity}.pt"
+
+
+def save_classifier(model: SmallClassifier, path: Path, meta: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"config": model.config, "state_dict": model.state_dict(), "meta": meta}, tmp)
+    tmp.replace(path)
+
+
+def load_classifier(path: str | Path, map_location: str | torch.device = "cpu") -> SmallClassifier:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"classifier {path} not found: train it with "
+                                "`python -m gancollapse.classifier dataset=<name>` (see README, 'Classifier')")
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    model = SmallClassifier(**state["config"])
+    model.load_state_dict(state["state_dict"])
+    return model.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: Tensor, batch_size: int = 1000) -> Tensor:
+    """Softmax class probabilities (N, classes) of images in [-1, 1], on the model's device."""
+    device = next(model.parameters()).device
+    return torch.cat([F.softmax(model(b.to(device)).float(), dim=1) for b in images.split(batch_size)])
+
+
+def train_classifier(images: Tensor, labels: Tensor, num_classes: int, epochs: int = 5, batch_size: int = 128,
+                     lr: float = 1e-3, val_fraction: float = 0.1, seed: int = 0,
+                     device: str | torch.device = "cpu") -> tuple[SmallClassifier, float]:
+    """Adam on cross-entropy; returns the model (eval mode) and its accuracy on a held-out ``val_fraction``.
+
+    ``images`` are uint8 (N, C, S, S); random shifts of ±2 px regularise small sets.
+    """
+    from gancollapse.data.images import to_float
+
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    n = images.shape[0]
+    perm = torch.randperm(n, generator=gen)
+    n_val = max(1, int(round(n * val_fraction)))
+    val_idx, tr_idx = perm[:n_val], perm[n_val:]
+    model = SmallClassifier(images.shape[1], num_classes, images.shape[-1]).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    x_all = images.to(device)
+    y_all = labels.to(device)
+    for _ in range(epochs):
+        model.train()
+        order = tr_idx[torch.randperm(len(tr_idx), generator=gen)].to(device)
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            x = to_float(x_all[idx])
+            dx, dy = torch.randint(-2, 3, (2,), generator=gen).tolist()
+            x = torch.roll(x, shifts=(dx, dy), dims=(2, 3))
+            loss = F.cross_entropy(model(x), y_all[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    model.eval()
+    probs = predict_proba(model, to_float(x_all[val_idx.to(device)]))
+    acc = float((probs.argmax(1) == y_all[val_idx.to(device)]).float().mean())
+    return model.requires_grad_(False), acc
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """CLI: dataset overrides go to Hydra (``dataset=mnist dataset.img_size=32``); ``epochs``, ``lr``,
+    ``batch_size``, ``device``, ``out``, ``seed`` are the classifier's own."""
+    from hydra import compose, initialize_config_dir
+
+    from gancollapse.build import build_datamodule
+    from gancollapse.train import CONF_DIR
+
+    argv = sys.argv[1:] if argv is None else argv
+    own = {"epochs": 5, "lr": 1e-3, "batch_size": 128, "device": "auto", "out": None, "seed": 0}
+    overrides = []
+    for arg in argv:
+        key, _, val = arg.partition("=")
+        if key in own:
+            own[key] = type(own[key])(val) if own[key] is not None else val
+        else:
+            overrides.append(arg)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    dm = build_datamodule(cfg)
+    if not getattr(dm, "num_classes", 0) or not hasattr(dm, "describe"):
+        raise ValueError(f"dataset={cfg.dataset.get('name')} has no class labels: a classifier needs a labelled "
+                         "image dataset (digits, mnist, cifar10, or an image folder with class sub-folders)")
+    dm.setup()
+    images, labels = dm.data.images, dm.data.labels
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if own["device"] == "auto" else own["device"]
+    t0 = time.perf_counter()
+    model, acc = train_classifier(images, labels, dm.num_classes, int(own["epochs"]), int(own["batch_size"]),
+                                  float(own["lr"]), seed=int(own["seed"]), device=device)
+    path = Path(own["out"]) if own["out"] else default_classifier_path(dm.describe())
+    save_classifier(model.cpu(), path, {"dataset": dm.describe(), "val_accuracy": acc, "epochs": own["epochs"],
+                                        "seconds": time.perf_counter() - t0})
+    print(f"classifier for {dm.describe()}: held-out accuracy {acc:.4f}, saved to {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()

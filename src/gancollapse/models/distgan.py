@@ -1,0 +1,291 @@
+"""Dist-GAN (Tran, Bui & Cheung, ECCV 2018) as a :class:`~gancollapse.module.GANModule` subclass.
+
+One Dist-GAN iteration is three optimizer steps in the reference order (tntrung/gan ``distgan.py``), each
+on a *fresh* batch — here each on its own ``training_step``, so the dataloader supplies the fresh batches:
+
+1. **R:** encoder E (and, on MNIST, G) minimise the latent-distance constraint
+   (:func:`~gancollapse.regularizers.distgan.reconstruction_loss`);
+2. **D:** the discriminator-score constraint + λ_p·GP (reference slope form);
+3. **G:** |mean σ(D(x)) − mean σ(D(G(z)))|.
+
+Each phase has its own Adam (as the reference's three ``AdamOptimizer`` s, so R and G keep separate moment
+estimates for G's weights). ``d_steps``/``g_steps`` count D and G steps as in the base module (one of each
+per iteration), ``r_steps`` the R steps; the μ schedule runs on the iteration count = ``d_steps``.
+
+NuGAN: if the G (or D) optimizer is a :class:`~gancollapse.optim.nudged_adam.NudgedAdam`, its spectral
+check runs on that phase's loss when due, and all eigenvalues go to the loggers as ``nugan/g/eig*``.
+
+The math lives in :mod:`gancollapse.regularizers.distgan`; this class only orchestrates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from gancollapse.losses import Objective, NonSaturatingLoss
+from gancollapse.module import GANModule, _as_batch, _build
+from gancollapse.optim.nudged_adam import NudgedAdam
+from gancollapse.regularizers.base import Regularizer, Step
+from gancollapse.regularizers.distgan import (
+    discriminator_score_loss,
+    generator_score_loss,
+    interpolate,
+    latent_distance_weight,
+    reconstruction_loss,
+    score_weights,
+    slope_penalty,
+)
+from gancollapse.samplers.prior import PriorSampler
+
+
+@contextlib.contextmanager
+def frozen(*nets: nn.Module) -> Iterator[None]:
+    """Stop parameter gradients of ``nets`` inside the block (their inputs still get gradients)."""
+    saved = [(p, p.requires_grad) for net in nets for p in net.parameters()]
+    for p, _ in saved:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in saved:
+            p.requires_grad_(flag)
+
+
+def features(discriminator: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """(logit, feature) from a D that supports ``return_features=True`` (nets.mnist.MnistDiscriminator)."""
+    out = discriminator(x, return_features=True)
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise ValueError("Dist-GAN needs a discriminator whose forward(x, return_features=True) returns "
+                         "(logit, features); use model=distgan_mnist (gancollapse.nets.mnist.MnistDiscriminator)")
+    return out
+
+
+class DistGANModule(GANModule):
+    """Dist-GAN with encoder ``encoder``.
+
+    Args (besides :class:`GANModule`'s):
+        encoder: E: x → z.
+        lambda_p: GP weight (1).
+        lambda_r: weight of the latent-distance regulariser (1).
+        lambda_w: md_z scale; None computes sqrt(z_dim / feature_dim) from D's ``feature_dim``.
+        schedule_steps: N of the μ schedule (the reference ties it to its 100k training iterations).
+        r_updates_generator: R also updates G (reference: MNIST only; CIFAR/CelebA update E alone).
+        gp_reduction: ``mean`` (reference slope) or ``sum`` (WGAN-GP norm).
+        nudge: NuGAN+Dist-GAN — NudgedAdam options (k, iterations, threshold, every_n_steps, which, seed);
+            G's optimizer becomes a NudgedAdam with the lr/betas/eps of ``optim.generator``. None: plain
+            Dist-GAN (a NudgedAdam given directly in ``optim`` also works).
+        nudge_discriminator: apply the same nudge to D's optimizer too (the notebooks nudged D only).
+    """
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, encoder: nn.Module,
+                 objective: Objective | None = None, regularizers: Mapping[str, Regularizer] | None = None,
+                 sampler: PriorSampler | None = None, optim: DictConfig | Mapping | None = None, z_dim: int = 100,
+                 n_critic: int = 1, g_reuse_z: bool = False, log_every_n_steps: int = 50,
+                 skip_nonfinite: bool = True, lambda_p: float = 1.0, lambda_r: float = 1.0,
+                 lambda_w: float | None = None, schedule_steps: int = 100_000, r_updates_generator: bool = True,
+                 gp_reduction: Literal["mean", "sum"] = "mean", nudge: Mapping | None = None,
+                 nudge_discriminator: bool = False) -> None:
+        if int(n_critic) != 1:
+            raise ValueError(f"n_critic must be 1 for Dist-GAN (one R, one D and one G step per iteration, as "
+                             f"the reference), got {n_critic}")
+        super().__init__(generator, discriminator, objective or NonSaturatingLoss(), regularizers, sampler, optim,
+                         z_dim, 1, g_reuse_z, log_every_n_steps, skip_nonfinite)
+        if lambda_p < 0 or lambda_r < 0:
+            raise ValueError(f"model.module.lambda_p and lambda_r must be >= 0, got {lambda_p}, {lambda_r}")
+        if int(schedule_steps) < 1:
+            raise ValueError(f"model.module.schedule_steps must be >= 1 (N of the w_r/w_rec schedule), got {schedule_steps}")
+        if gp_reduction not in ("mean", "sum"):
+            raise ValueError(f"model.module.gp_reduction must be 'mean' (reference) or 'sum', got {gp_reduction!r}")
+        if lambda_w is None:
+            feature_dim = getattr(discriminator, "feature_dim", None)
+            if feature_dim is None:
+                raise ValueError("model.module.lambda_w is null but the discriminator has no feature_dim: set "
+                                 "lambda_w = sqrt(z_dim / feature_dim) explicitly")
+            lambda_w = latent_distance_weight(int(z_dim), int(feature_dim))
+        self.encoder = encoder
+        self.lambda_p, self.lambda_r, self.lambda_w = float(lambda_p), float(lambda_r), float(lambda_w)
+        self.schedule_steps, self.r_updates_generator = int(schedule_steps), bool(r_updates_generator)
+        self.gp_reduction = gp_reduction
+        self.nudge_cfg = dict(nudge) if nudge else None
+        self.nudge_discriminator = bool(nudge_discriminator)
+        if self.nudge_discriminator and not self.nudge_cfg:
+            raise ValueError("model.module.nudge_discriminator=true needs model.module.nudge options")
+        self.d_batch_coupled = not self.concat_d  # the base sets concat_d from D's BatchNorm layers
+        if self.nudge_discriminator and self.lambda_p > 0 and self.d_batch_coupled:
+            # Hessian-vector products of a gradient penalty are third derivatives, which BatchNorm lacks.
+            raise ValueError("model.module.nudge_discriminator=true with the gradient penalty needs a D without "
+                             "BatchNorm: set model.discriminator.batch_norm=false (or model.module.lambda_p=0)")
+        self.r_steps = 0
+        # Dist-GAN's D has BatchNorm; its features are computed in separate passes like the reference.
+        self.concat_d = False
+
+    # ------------------------------------------------------------------ optimisation
+    def _nudged(self, opt: torch.optim.Optimizer) -> NudgedAdam:
+        """A NudgedAdam over ``opt``'s parameters with its Adam hyperparameters and ``self.nudge_cfg``."""
+        group = opt.param_groups[0]
+        params = [p for g in opt.param_groups for p in g["params"]]
+        return NudgedAdam(params, lr=group["lr"], betas=group["betas"], eps=group["eps"],
+                          weight_decay=group.get("weight_decay", 0.0), **self.nudge_cfg)
+
+    def configure_optimizers(self):
+        base = super().configure_optimizers()
+        if self.nudge_cfg:
+            opts = base[0] if isinstance(base, tuple) else base
+            opts[0] = self._nudged(opts[0])
+            if self.nudge_discriminator:
+                opts[1] = self._nudged(opts[1])
+            if isinstance(base, tuple):
+                sched_cfg = (self.optim_cfg or {})["scheduler"]
+                base = (opts, [_build(sched_cfg, opts[0]), _build(sched_cfg, opts[1])])
+        cfg = self.optim_cfg or {}
+        make_r = cfg.get("encoder") if cfg else None
+        params = list(self.encoder.parameters())
+        if self.r_updates_generator:
+            params += list(self.generator.parameters())
+        if make_r is not None:
+            opt_r = _build(make_r, params)
+        else:
+            # The reference uses one Adam recipe for all three; fall back to G's, minus any nudging.
+            g = base[0][0] if isinstance(base, tuple) else base[0]
+            group = g.param_groups[0]
+            opt_r = torch.optim.Adam(params, lr=group["lr"], betas=group["betas"], eps=group["eps"])
+        if isinstance(base, tuple):
+            opts, scheds = base
+            return [*opts, opt_r], [*scheds, _build(cfg["scheduler"], opt_r)]
+        return [*base, opt_r]
+
+    def _update(self, opt, loss: Tensor, phase: str) -> dict[str, float]:
+        """Backward + step; a due :class:`NudgedAdam` projects its gradient first and reports eigenvalues."""
+        inner = getattr(opt, "optimizer", opt)
+        if not (isinstance(inner, NudgedAdam) and inner.due()):
+            self._step(opt, loss, phase)
+            return {}
+        if self.skip_nonfinite and not torch.isfinite(loss).item():
+            self.nonfinite_skips[phase] += 1
+            opt.zero_grad(set_to_none=True)
+            return {}
+        opt.zero_grad(set_to_none=True)
+        report = inner.nudge(loss)
+        opt.step()
+        metrics = report.as_metrics(f"nugan/{phase}")
+        metrics[f"nugan/{phase}_fired_total"] = float(inner.fired_total)
+        self.log_metrics(metrics)
+        return metrics
+
+    def current_phase(self) -> Literal["r", "d", "g"]:
+        """R, D, G in turn, derived from the counters so a resumed run continues where it stopped."""
+        if self.r_steps == self.d_steps == self.g_steps:
+            return "r"
+        return "d" if self.r_steps > self.d_steps else "g"
+
+    def score_weights(self) -> tuple[float, float]:
+        return score_weights(self.d_steps, self.schedule_steps)
+
+    # ------------------------------------------------------------------ phases
+    def reconstruction_step(self, real: Tensor, z: Tensor, opt) -> dict[str, Tensor]:
+        with frozen(self.discriminator):
+            z_enc = self.encoder(real)
+            recon = self.generator(z_enc)
+            fake = self.generator(z)
+            _, f_real = features(self.discriminator, real)
+            _, f_recon = features(self.discriminator, recon)
+            _, f_fake = features(self.discriminator, fake)
+            terms = reconstruction_loss(f_real, f_recon, f_fake, z_enc, z, self.lambda_r, self.lambda_w)
+        self._update(opt, terms["r_loss"], "r")
+        return terms
+
+    def discriminator_loss(self, real: Tensor, z: Tensor, with_gp: bool = True) -> dict[str, Tensor]:
+        """Dist-GAN D loss on one batch (used by the D step and by the collapse observatory)."""
+        with torch.no_grad():
+            fake = self.generator(z)
+            recon = self.generator(self.encoder(real))
+        logit_real = self.discriminator(real)
+        logit_recon = self.discriminator(recon)
+        logit_fake = self.discriminator(fake)
+        w_real, w_recon = self.score_weights()
+        terms = discriminator_score_loss(logit_real, logit_recon, logit_fake, w_real, w_recon)
+        if with_gp and self.lambda_p > 0:
+            mixed = interpolate(real, fake).requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.discriminator(mixed).sum(), mixed, create_graph=True)
+            terms["gp"] = self.lambda_p * slope_penalty(grad, self.gp_reduction)
+        step = Step("d", real, fake, z, logit_real, logit_fake, self.generator, self.discriminator, self.d_steps,
+                    self.current_epoch)
+        terms.update(self._regularize(step))
+        extra = [v for k, v in terms.items() if k not in ("d_loss", "d_real_bce", "d_recon_bce", "d_fake_bce")]
+        terms["d_total"] = terms["d_loss"] + sum(extra)
+        terms["d_real"], terms["d_fake"] = logit_real.mean().detach(), logit_fake.mean().detach()
+        terms["w_real"] = torch.tensor(w_real)
+        return terms
+
+    def discriminator_step(self, real: Tensor, z: Tensor, opt) -> dict[str, Tensor]:
+        terms = self.discriminator_loss(real, z)
+        self._update(opt, terms["d_total"], "d")
+        for reg in self.regularizers.values():
+            reg.after_d_step(self.discriminator)
+        return terms
+
+    def generator_loss(self, real: Tensor, z: Tensor) -> dict[str, Tensor]:
+        """Dist-GAN G loss on one batch; D's parameters get no gradient."""
+        with frozen(self.discriminator):
+            fake = self.generator(z)
+            logit_real = self.discriminator(real).detach()
+            logit_fake = self.discriminator(fake)
+            loss = generator_score_loss(logit_real, logit_fake)
+            step = Step("g", real, fake, z, logit_real, logit_fake, self.generator, self.discriminator,
+                        self.g_steps, self.current_epoch)
+            terms = self._regularize(step)
+        total = loss + sum(terms.values()) if terms else loss
+        return {"g_loss": loss, **terms, "g_total": total}
+
+    def generator_step(self, real: Tensor, z: Tensor, opt) -> dict[str, Tensor]:
+        terms = self.generator_loss(real, z)
+        self._update(opt, terms["g_total"], "g")
+        return terms
+
+    def hessian_losses(self, real: Tensor, z: Tensor) -> dict[str, tuple[Tensor, list[Tensor]]]:
+        """The G and D training losses with the parameters they are minimised over (collapse observatory).
+
+        D's loss leaves out the gradient penalty when D has BatchNorm: its Hessian-vector products would be
+        third derivatives, which BatchNorm does not implement.
+        """
+        g = self.generator_loss(real, z)["g_total"]
+        with frozen(self.generator, self.encoder):
+            d = self.discriminator_loss(real, z, with_gp=not self.d_batch_coupled)["d_total"]
+        return {"g": (g, [p for p in self.generator.parameters() if p.requires_grad]),
+                "d": (d, [p for p in self.discriminator.parameters() if p.requires_grad])}
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        real = _as_batch(batch)
+        opt_g, opt_d, opt_r = self.optimizers()
+        z = self.sample_z(real.shape[0])
+        phase = self.current_phase()
+        if phase == "r":
+            self._pending_logs = dict(self.reconstruction_step(real, z, opt_r))
+            self.r_steps += 1
+            return
+        if phase == "d":
+            self._pending_logs.update(self.discriminator_step(real, z, opt_d))
+            self.d_steps += 1
+            return
+        self._pending_logs.update(self.generator_step(real, z, opt_g))
+        self.g_steps += 1
+        if self.g_steps % self.log_every_n_steps == 0:
+            self.emit_logs(self._pending_logs)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["gancollapse"]["r_steps"] = self.r_steps
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.r_steps = int(checkpoint.get("gancollapse", {}).get("r_steps", self.d_steps))
+
+
+__all__ = ["DistGANModule", "frozen", "features"]

@@ -1,0 +1,209 @@
+"""Sample a trained run through a latent sampler and score the samples.
+
+    python -m gancollapse.sample <run dir> sampler=wlgan n=10000 [seed=0] [device=auto] [sampler.<key>=<value> ...]
+
+Loads the run with :func:`gancollapse.load`, fits the sampler's D calibrator on fresh held-out real samples
+(``n_calibration`` of them, from the run's datamodule) and as many generated ones, samples ``n`` latent codes
+(progress bar over chains), generates, evaluates with the run's evaluator (toy: modes / HQ fraction /
+reverse KL; images: the image metrics when ``gancollapse.metrics.fid`` is available) and writes to
+``<run dir>/samples_<sampler>[_<tag>]/``:
+
+* ``samples.pt``  — ``{"x": samples, "z": latent codes, "sampler": name, "seed": seed}``,
+* ``samples.png`` — a scatter over the real data (toy) or an image grid,
+* ``summary.json`` — one flat dict (run identity, ``sampler``, ``sample_seed``, ``n``, metrics, calibration
+  Brier scores, sampler diagnostics, ``sampler/seconds`` and ``sampler/samples_per_s``),
+* ``sampler.yaml`` — the resolved sampler config.
+
+Keys: sampler (prior|drs|mhgan|repgan|ddls|wlgan or a .yaml path), n, seed, device (auto|cpu|cuda[:i]),
+which (best|last checkpoint), n_calibration, tag, out (output dir), progress, sampler.<key> (any key of the
+sampler's config, e.g. sampler.batch_size=1000 sampler.chain_length=100).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from gancollapse.api import RunHandle, load
+from gancollapse.samplers.refined import RefinedSampler
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+DEFAULTS: dict[str, Any] = {"sampler": "wlgan", "n": 10_000, "seed": 0, "device": "auto", "which": "best",
+                            "n_calibration": 5000, "tag": None, "out": None, "progress": True}
+PRIOR_KEYS = ("distribution", "low", "high")
+
+
+def parse_args(argv: list[str]) -> tuple[Path, DictConfig, DictConfig]:
+    """``<run dir> key=value ...`` → (run dir, top-level options, sampler overrides)."""
+    if not argv or "=" in argv[0] or argv[0] in ("-h", "--help"):
+        raise SystemExit(__doc__)
+    top, sampler_pairs = [], []
+    for a in argv[1:]:
+        if "=" not in a:
+            raise ValueError(f"argument {a!r} is not key=value (e.g. sampler=wlgan n=10000)")
+        key, value = a.split("=", 1)
+        if key.startswith("sampler."):
+            sampler_pairs.append(f"{key[len('sampler.'):]}={value}")
+        else:
+            top.append(a)
+    opts = OmegaConf.merge(OmegaConf.create(DEFAULTS), OmegaConf.from_dotlist(top))
+    unknown = set(opts.keys()) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: {sorted(DEFAULTS)} and sampler.<key>=<value>")
+    if int(opts.n) < 1:
+        raise ValueError(f"n must be >= 1, got {opts.n}")
+    if int(opts.n_calibration) < 4:
+        raise ValueError(f"n_calibration must be >= 4, got {opts.n_calibration}")
+    return Path(argv[0]), opts, OmegaConf.from_dotlist(sampler_pairs)
+
+
+def sampler_config(name: str, run_cfg: DictConfig, overrides: DictConfig) -> DictConfig:
+    """conf/sampler/<name>.yaml (or a yaml path), with the run's prior and the user's overrides."""
+    path = Path(name) if str(name).endswith((".yaml", ".yml")) else CONF_DIR / "sampler" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (CONF_DIR / "sampler").glob("*.yaml"))
+        raise ValueError(f"sampler={name!r}: no config {path}; choose one of {known} or give a .yaml path")
+    cfg = OmegaConf.load(path)
+    run_prior = run_cfg.get("sampler") or {}
+    for key in PRIOR_KEYS:  # the chains must use the prior G was trained on
+        if key in run_prior:
+            cfg[key] = run_prior[key]
+    return OmegaConf.merge(cfg, overrides)
+
+
+def held_out_real(datamodule, n: int, seed: int):  # noqa: ANN001, ANN201
+    """Fresh real samples for calibration: toy data are redrawn from the mixture (independent of the
+    training set); image datamodules return a seeded subset of their data."""
+    if not hasattr(datamodule, "sample"):
+        raise ValueError(f"{type(datamodule).__name__} has no sample(n, seed); cannot draw held-out real data")
+    if hasattr(datamodule, "setup"):
+        datamodule.setup("fit")
+    out = datamodule.sample(n, seed=seed)
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def evaluate(handle: RunHandle, datamodule, x: torch.Tensor) -> dict[str, float]:  # noqa: ANN001
+    """The run's evaluator metrics on the samples (toy mode stats; image metrics when available)."""
+    evaluator = handle.cfg.dataset.get("evaluator") or {}
+    if hasattr(datamodule, "centers") and hasattr(datamodule, "std"):
+        from gancollapse.metrics.toy import mode_stats
+
+        return mode_stats(x.cpu(), datamodule.centers, datamodule.std, float(evaluator.get("threshold", 3.0)),
+                          float(evaluator.get("min_fraction", 0.008))).as_dict()
+    try:
+        from gancollapse.metrics import fid as fid_module  # noqa: F401
+    except ImportError:
+        print("image metrics skipped: gancollapse.metrics.fid is not available in this checkout")
+        return {}
+    return image_metrics(handle, datamodule, x)
+
+
+def image_metrics(handle: RunHandle, datamodule, x: torch.Tensor) -> dict[str, float]:  # noqa: ANN001
+    """FID (and what the image evaluator offers) through its ``score_samples`` hook, when it has one."""
+    evaluator_cfg = handle.cfg.dataset.get("evaluator")
+    if evaluator_cfg is None:
+        print("image metrics skipped: the run's dataset has no evaluator")
+        return {}
+    evaluator = instantiate(evaluator_cfg)
+    hook = getattr(evaluator, "score_samples", None)
+    if hook is None:
+        print(f"image metrics skipped: {type(evaluator).__name__} has no score_samples(samples, datamodule)")
+        return {}
+    return {k: float(v) for k, v in hook(x, datamodule).items()}
+
+
+def save_plot(x: torch.Tensor, datamodule, path: Path, title: str) -> None:  # noqa: ANN001
+    if x.ndim == 2 and x.shape[1] == 2 and hasattr(datamodule, "centers"):
+        from gancollapse.plots import scatter_frame
+
+        real = datamodule.sample(2000, seed=1234)
+        scatter_frame(real, x[:2000].cpu(), path, title, datamodule.centers)
+    elif x.ndim == 4:
+        from torchvision.utils import save_image
+
+        save_image(x[:64].float().cpu(), path, nrow=8, normalize=True, value_range=(-1, 1))
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    run_dir, opts, sampler_over = parse_args(sys.argv[1:] if argv is None else argv)
+    return sample_run(run_dir, opts, sampler_over)
+
+
+def sample_run(run_dir: Path | str, opts: DictConfig | dict, sampler_over: DictConfig | dict | None = None) -> dict[str, Any]:
+    """Programmatic entry point (tests, sweeps); returns the summary dict."""
+    opts = OmegaConf.merge(OmegaConf.create(DEFAULTS), OmegaConf.create(dict(opts)))
+    run_dir = Path(run_dir)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if opts.device == "auto" else str(opts.device)
+    handle = load(run_dir, which=str(opts.which), map_location=device)
+    name = str(opts.sampler)
+    s_cfg = sampler_config(name, handle.cfg, OmegaConf.create(sampler_over or {}))
+    sampler = instantiate(s_cfg)
+    label = Path(name).stem
+    out = Path(opts.out) if opts.out else run_dir / (f"samples_{label}" + (f"_{opts.tag}" if opts.tag else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    datamodule = handle.datamodule()
+    seed = int(opts.seed)
+    fit_report: dict[str, float] = {}
+    if hasattr(sampler, "fit"):
+        real = held_out_real(datamodule, int(opts.n_calibration), seed=20_000 + seed)
+        fit_report = sampler.fit(handle.generator, handle.discriminator, real, handle.z_dim, seed=seed)
+    handle.module.eval()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    if isinstance(sampler, RefinedSampler):
+        z = sampler.sample(handle.generator, handle.discriminator, int(opts.n), handle.z_dim, device, seed=seed,
+                           progress=bool(opts.progress))
+    else:
+        z = sampler.sample(handle.generator, handle.discriminator, int(opts.n), handle.z_dim, device, seed=seed)
+    x = handle.module.generate(int(opts.n), z=z)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    metrics = evaluate(handle, datamodule, x)
+    from gancollapse.callbacks import describe_run
+
+    summary: dict[str, Any] = {
+        **describe_run(handle.cfg),
+        "sampler": label,
+        "sample_seed": seed,
+        "n": int(opts.n),
+        "status": "sampled",
+        "run_dir": str(run_dir),
+        "checkpoint": str(handle.checkpoint) if handle.checkpoint else None,
+        "device": device,
+        **metrics,
+        **fit_report,
+        **getattr(sampler, "stats", {}),
+        "sampler/seconds": round(seconds, 3),
+        "sampler/samples_per_s": round(int(opts.n) / max(seconds, 1e-9), 2),
+    }
+    summary = {k: _clean(v) for k, v in summary.items()}
+    torch.save({"x": x.cpu(), "z": z.cpu(), "sampler": label, "seed": seed}, out / "samples.pt")
+    OmegaConf.save(s_cfg, out / "sampler.yaml")
+    title = f"{label}: " + (f"{metrics['toy/modes']:.0f}/{metrics['toy/n_modes']:.0f} modes, HQ {100 * metrics['toy/hq_fraction']:.1f}%"
+                            if "toy/modes" in metrics else f"n={opts.n}")
+    save_plot(x, datamodule, out / "samples.png", title)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    shown = {k: v for k, v in summary.items() if "/" in k}
+    print(f"samples: {out}")
+    print("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+import pytest
+import torch
+from torch import nn
+
+from gancollapse.regularizers.base import Step
+from gancollapse.regularizers.gradient_penalty import GradientPenalty, gradient_penalty
+from gancollapse.regularizers.r1 import R1, r1_penalty
+from gancollapse.regularizers.spectral_norm import SpectralNorm
+from gancollapse.regularizers.topk import TopK, topk_count
+from gancollapse.regularizers.weight_clipping import WeightClipping
+
+
+def linear_d(weight: list[float]) -> nn.Linear:
+    d = nn.Linear(len(weight), 1)
+    with torch.no_grad():
+        d.weight.copy_(torch.tensor([weight]))
+        d.bias.zero_()
+    return d
+
+
+def make_step(d: nn.Module, real, fake, phase="d", epoch=0, step=0) -> Step:
+    return Step(phase, real, fake, torch.zeros(len(real), 2), d(real), d(fake), nn.Identity(), d, step, epoch)
+
+
+def test_gradient_penalty_zero_for_unit_gradient_linear_critic():
+    d = linear_d([0.6, 0.8])  # ‖∇D‖ = 1 everywhere
+    real, fake = torch.randn(16, 2), torch.randn(16, 2)
+    assert gradient_penalty(d, real, fake).item() == pytest.approx(0.0, abs=1e-10)
+
+
+def test_gradient_penalty_value_and_weight():
+    d = linear_d([1.2, 1.6])  # ‖∇D‖ = 2 -> (2-1)^2 = 1
+    real, fake = torch.randn(8, 2), torch.randn(8, 2)
+    terms = GradientPenalty(weight=10.0)(make_step(d, real, fake))
+    assert terms["gp"].item() == pytest.approx(10.0, rel=1e-5)
+
+
+def test_gradient_penalty_pushes_gradient_norm_to_one():
+    d = linear_d([1.2, 1.6])
+    real, fake = torch.randn(8, 2), torch.randn(8, 2)
+    gradient_penalty(d, real, fake).backward()
+    # d/dw (‖w‖-1)^2 = 2(‖w‖-1) w/‖w‖ = w  for ‖w‖ = 2
+    assert torch.allclose(d.weight.grad, torch.tensor([[1.2, 1.6]]), atol=1e-5)
+
+
+def test_r1_penalty_value():
+    d = linear_d([3.0, 4.0])
+    real = torch.randn(5, 2)
+    assert r1_penalty(d, real).item() == pytest.approx(25.0)
+    terms = R1(gamma=2.0)(make_step(d, real, real))
+    assert terms["r1"].item() == pytest.approx(25.0)  # γ/2 · 25
+
+
+def test_r1_lazy_regularisation_skips_and_rescales():
+    d = linear_d([3.0, 4.0])
+    real = torch.randn(5, 2)
+    reg = R1(gamma=2.0, every=4)
+    assert reg(make_step(d, real, real, step=1)) == {}
+    assert reg(make_step(d, real, real, step=4))["r1"].item() == pytest.approx(100.0)
+
+
+def test_spectral_norm_bounds_largest_singular_value():
+    torch.manual_seed(0)
+    d = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 1))
+    with torch.no_grad():
+        d[0].weight.mul_(10)
+    SpectralNorm().apply_to_nets(nn.Identity(), d)
+    for _ in range(50):  # power iteration converges in train mode
+        d(torch.randn(2, 4))
+    sigma = torch.linalg.matrix_norm(d[0].weight.detach(), ord=2).item()
+    assert sigma == pytest.approx(1.0, rel=1e-2)
+
+
+def test_weight_clipping_clamps_every_parameter():
+    d = nn.Linear(3, 2)
+    with torch.no_grad():
+        d.weight.fill_(0.5)
+        d.bias.fill_(-0.3)
+    WeightClipping(0.01).after_d_step(d)
+    assert d.weight.abs().max().item() == pytest.approx(0.01)
+    assert d.bias.min().item() == pytest.approx(-0.01)
+
+
+def test_topk_schedule_follows_sinha_decay_and_floor():
+    assert topk_count(500, 0, gamma=0.99, nu=0.5) == 495
+    assert topk_count(500, 9, gamma=0.99, nu=0.5) == int(500 * 0.99**10)
+    assert topk_count(500, 200, gamma=0.99, nu=0.5) == 250  # floor ν·B
+    # the seed's fixed 50% from mid-training
+    assert topk_count(500, 249, gamma=0.0, nu=0.5, start_epoch=250) == 500
+    assert topk_count(500, 250, gamma=0.0, nu=0.5, start_epoch=250) == 250
+
+
+def test_topk_selects_highest_scored_fakes():
+    reg = TopK(gamma=0.0, nu=0.5)
+    d_fake = torch.tensor([[0.1], [5.0], [-2.0], [3.0]])
+    idx = reg.filter_fake(d_fake, make_step(nn.Identity(), torch.zeros(4, 1), torch.zeros(4, 1), "g"))
+    assert sorted(idx.tolist()) == [1, 3]
+
+
+@pytest.mark.parametrize("cls,kwargs,key", [(GradientPenalty, {"weight": -1}, "gradient_penalty.weight"),
+                                            (WeightClipping, {"clip": 0}, "weight_clipping.clip"),
+                                            (TopK, {"nu": 0}, "topk.nu")])
+def test_bad_values_name_the_key(cls, kwargs, key):
+    with pytest.raises(ValueError, match=key):
+        cls(**kwargs)

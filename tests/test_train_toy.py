@@ -1,0 +1,125 @@
+"""End-to-end behaviour of the toy lab: training improves, runs resume, bad input is rejected clearly."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from hydra.errors import MissingConfigException
+
+import gancollapse
+from gancollapse.build import build_datamodule, build_module
+from gancollapse.losses import NonSaturatingLoss
+from gancollapse.metrics.toy import mode_stats
+from gancollapse.train import run
+
+from .conftest import REPO, TINY, compose_cfg, run_cli
+
+
+def test_short_training_improves_hq_over_untrained_generator(tmp_path):
+    cfg = compose_cfg(["max_g_steps=300", "dataset.evaluator.every_n_steps=150", "loss=wasserstein",
+                       "regularizer=gradient_penalty", "optim=adam"])
+    dm = build_datamodule(cfg)
+    torch.manual_seed(cfg.seed)
+    untrained = build_module(cfg)
+    before = mode_stats(untrained.generate(5000), dm.centers, dm.std)
+    summary = run(cfg, tmp_path)
+    assert summary["g_steps"] == 300
+    assert summary["toy/hq_fraction"] > before.hq_fraction + 0.2
+    assert summary["toy/modes"] >= 1
+    for name in ("config.yaml", "metrics.csv", "summary.json", "checkpoints/last.ckpt", "plots/training.gif", "plots/final.png"):
+        assert (tmp_path / name).is_file(), name
+    handle = gancollapse.load(tmp_path)
+    x = handle.sample(2000, seed=1)
+    assert x.shape == (2000, 2)
+    assert mode_stats(x, dm.centers, dm.std).hq_fraction > before.hq_fraction + 0.1
+
+
+def test_n_critic_counts_d_steps_per_g_step(tmp_path):
+    cfg = compose_cfg(["max_g_steps=10", "n_critic=3", "dataset.evaluator=null"])
+    summary = run(cfg, tmp_path)
+    assert (summary["g_steps"], summary["d_steps"]) == (10, 30)
+
+
+def test_resume_from_last_checkpoint_continues_step_count(tmp_path):
+    run(compose_cfg(["max_g_steps=40", "dataset.evaluator=null"]), tmp_path)
+    first = json.loads((tmp_path / "summary.json").read_text())
+    summary = run(compose_cfg(["max_g_steps=70", "dataset.evaluator=null"]), tmp_path)
+    assert first["g_steps"] == 40 and summary["g_steps"] == 70
+    steps = [int(line.split(",")[0]) for line in (tmp_path / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps == sorted(steps) and steps[0] == 10 and steps[-1] == 70  # appended, not overwritten
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_signal_saves_last_checkpoint_and_rerun_resumes(tmp_path, sig):
+    args = [*TINY, "max_g_steps=100000", "dataset.evaluator=null", "ckpt_every_n_steps=40", f"hydra.run.dir={tmp_path}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "gancollapse.train", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    periodic = tmp_path / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not periodic.is_file():
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0, out[-2000:]
+    interrupted = json.loads((tmp_path / "summary.json").read_text())
+    assert interrupted["status"].startswith("interrupted"), out[-2000:]
+    done = interrupted["g_steps"]
+    assert done >= 20
+    res = run_cli([*TINY, f"max_g_steps={done + 20}", "dataset.evaluator=null", f"hydra.run.dir={tmp_path}"], REPO)
+    assert res.returncode == 0, res.stderr[-2000:]
+    final = json.loads((tmp_path / "summary.json").read_text())
+    assert final["status"] == "finished" and final["g_steps"] == done + 20
+
+
+class NaNEveryThird(NonSaturatingLoss):
+    calls = 0
+
+    def d_loss(self, real, fake):
+        NaNEveryThird.calls += 1
+        loss = super().d_loss(real, fake)
+        return loss * float("nan") if NaNEveryThird.calls % 3 == 0 else loss
+
+
+def test_nonfinite_loss_steps_are_skipped_counted_and_logged(tmp_path):
+    cfg = compose_cfg(["max_g_steps=30", "dataset.evaluator=null", "log_every_n_steps=5"])
+    cfg.loss = {"_target_": "tests.test_train_toy.NaNEveryThird"}
+    summary = run(cfg, tmp_path)
+    assert summary["g_steps"] == 30
+    assert summary["nonfinite_skips"] == 10
+    assert all(math.isfinite(p.sum().item()) for p in gancollapse.load(tmp_path).discriminator.parameters())
+    assert "train/nonfinite_skips" in (tmp_path / "metrics.csv").read_text().splitlines()[0]
+
+
+@pytest.mark.parametrize("override,key", [("dataset.std=-1", "dataset.std"), ("dataset.batch_size=0", "dataset.batch_size"),
+                                          ("n_critic=0", "n_critic")])
+def test_nonsensical_values_raise_valueerror_naming_the_key(tmp_path, override, key):
+    with pytest.raises(ValueError, match=key):
+        run(compose_cfg([override, "max_g_steps=1"]), tmp_path)
+
+
+def test_unknown_loss_lists_the_choices():
+    with pytest.raises(MissingConfigException) as err:
+        compose_cfg(["loss=nonexistent"])
+    assert "hinge" in str(err.value) and "wasserstein" in str(err.value)
+
+
+def test_multirun_sweep_and_report(tmp_path):
+    sweep = tmp_path / "sweep"
+    res = run_cli(["-m", *TINY, "loss=standard,hinge", "max_g_steps=20", "dataset.evaluator.every_n_steps=10",
+                   "dataset.evaluator.n_samples=500", f"hydra.sweep.dir={sweep}"], REPO)
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = run_cli([str(sweep)], REPO, module="gancollapse.report")
+    assert res.returncode == 0, res.stderr[-3000:]
+    board = (sweep / "leaderboard.md").read_text()
+    rows = [line for line in board.splitlines() if line.startswith("| ") and "standard" in line or "hinge" in line]
+    assert len([r for r in rows if r.startswith("|")]) == 2
+    assert "modes" in board and "HQ %" in board and "reverse KL" in board and "wall s" in board
+    assert (sweep / "scatter_grid.png").stat().st_size > 1000
