@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Pytest workers: 2 matches the CI machine; override with `make test PYTEST_WORKERS=1`.
 PYTEST_WORKERS ?= 2
 
-.PHONY: install run test test-all lint bench clean
+.PHONY: install run test test-all lint bench clean zoo
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -36,3 +36,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf outputs multirun .pytest_cache
+
+ZOO := $(shell ls conf/experiment/zoo | sed 's/\.yaml//; s/^/zoo\//' | paste -sd, -)
+zoo: $(STAMP)
+	$(PY) -m gancollapse.train -m experiment=$(ZOO) hydra.sweep.dir=multirun/zoo
+	$(PY) -m gancollapse.report multirun/zoo

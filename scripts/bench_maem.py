@@ -163,8 +163,9 @@ def run_step(device: str, d_steps: int, warmup: int, compile_nets: bool) -> dict
     n_critic = 3
     overrides = [
         "experiment=maem_cifar10",
-        "dataset=digits", "dataset.channels=3", "dataset.img_size=32", f"dataset.on_device={device == 'cuda'}",
+        "dataset=digits", "~dataset.train_test", "dataset.channels=3", "dataset.img_size=32", f"dataset.on_device={device == 'cuda'}",
         "dataset.evaluator=null", "dataset.monitor=null", "logger=none", "callbacks.progress_bar=null",
+        "+trainer.enable_progress_bar=false",
         f"trainer={'gpu' if device == 'cuda' else 'cpu'}", "trainer.max_epochs=100000",
         f"max_g_steps={(d_steps + warmup) // n_critic}", "ckpt_every_n_steps=100000000",
         "regularizer.maem.ramp_epochs=0",  # σ at full weight: the term's cost is what is measured

@@ -109,7 +109,7 @@ def main() -> None:
                "lightning_steps_s": max(light), "ratio": max(light) / max(plain)}
         results["rows"].append(row)
         print(json.dumps(row))
-    print(f"\n| device | plain loop G steps/s | gancollapse (Lightning) G steps/s | ratio |\n|---|---|---|---|")
+    print("\n| device | plain loop G steps/s | gancollapse (Lightning) G steps/s | ratio |\n|---|---|---|---|")
     for r in results["rows"]:
         print(f"| {r['device']} | {r['plain_steps_s']:.1f} | {r['lightning_steps_s']:.1f} | {r['ratio']:.3f} |")
     if args.json:

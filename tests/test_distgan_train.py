@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import csv
 
+import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
 import gancollapse
+from gancollapse.build import build_datamodule, build_module
 from gancollapse.train import CONF_DIR, run
 
 TINY = ["optim=distgan", "dataset=digits", "dataset.img_size=28", "dataset.evaluator=null", "dataset.monitor=null",
@@ -20,8 +22,8 @@ TINY = ["optim=distgan", "dataset=digits", "dataset.img_size=28", "dataset.evalu
         "callbacks.observatory.hessian_batch=16", "callbacks.observatory.plot=false"]
 EXTRA = {
     "gan_mnist": [],
-    "distgan_mnist": ["model.encoder.dim=4", "model.module.schedule_steps=6"],
-    "nugan_distgan_mnist": ["model.encoder.dim=4", "model.module.schedule_steps=6", "model.module.nudge.every_n_steps=2",
+    "distgan_mnist": ["model.encoder.dim=4", "model.module.schedule_steps=8"],
+    "nugan_distgan_mnist": ["model.encoder.dim=4", "model.module.nudge.every_n_steps=2",
                             "model.module.nudge.k=2", "model.module.nudge.iterations=4", "model.module.nudge.threshold=0.0"],
 }
 
@@ -48,18 +50,44 @@ def test_short_run_trains_and_logs_eigenvalues(tmp_path, model):
     assert all(a >= b for a, b in zip(cols["observatory/g_eig0"], cols["observatory/g_eig1"], strict=True))
     assert "observatory/g_eig0" in summary
     handle = gancollapse.load(tmp_path)
-    fresh = gancollapse.load(tmp_path, which="none")  # noqa: F841 - same config, untrained weights below
-    untrained = type(handle.generator)(**{k: v for k, v in cfg.model.generator.items() if k != "_target_"})
-    torch.manual_seed(0)
-    untrained = type(handle.generator)(**{k: v for k, v in cfg.model.generator.items() if k != "_target_"})
-    moved = any(not torch.equal(a, b) for a, b in zip(handle.generator.state_dict().values(), untrained.state_dict().values(), strict=True))
-    assert moved
+    L.seed_everything(cfg.seed, verbose=False)  # rebuild the run's initial weights exactly as train.run does
+    build_datamodule(cfg)
+    initial = build_module(cfg)
+    for net in ("generator", "discriminator"):
+        trained, start = getattr(handle, net).parameters(), getattr(initial, net).parameters()
+        assert any(not torch.equal(a, b) for a, b in zip(trained, start, strict=True)), net
+    assert handle.sample(4, seed=0).shape == (4, 1, 28, 28)
     if model == "gan_mnist":
         return
     assert summary["d_steps"] == handle.module.r_steps == 6  # R, D, G once per iteration, counters restored
-    assert cols["train/w_real"][-1] == pytest.approx(0.95 + 0.05 * min(max(0.2 * 4 / 6 - 0.1, 0) / 0.05, 1) * 1.0, abs=1e-6)
+    # logged after G step 6, whose D step ran at iteration 5 of N=8 (distgan) or N=max_g_steps=6 (nugan):
+    # μ = 0.2·5/8 − 0.1 = 0.025, or clip(0.2·5/6 − 0.1) = 0.05
+    assert cols["train/w_real"][-1] == pytest.approx(0.975 if model == "distgan_mnist" else 1.0, abs=1e-6)
+    assert cols["train/w_real"][0] == pytest.approx(0.95, abs=1e-6)
     if model == "nugan_distgan_mnist":
         # every 2 G steps: steps 0, 2, 4 -> three spectral checks, eigenvalues logged each time
         assert len(cols["nugan/g/eig0"]) == 3 and len(cols["nugan/g/eig1"]) == 3
         assert cols["nugan/g/fired"][0] >= 1 and cols["nugan/g/removed_norm"][0] > 0
-        assert handle.module.optimizers is not None
+
+
+def test_study_configs_compose_for_all_models():
+    from hydra.utils import instantiate
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        for model in EXTRA:
+            cfg = compose("train", overrides=["experiment=collapse_mnist", f"model={model}", "z_dim=10",
+                                              "model.generator.bridge=crop", "model.generator.dim=4", "model.discriminator.dim=4"])
+            assert cfg.sampler.distribution == "uniform" and cfg.max_g_steps == 20000
+            assert cfg.callbacks.observatory.classifier == "auto" and cfg.dataset.img_size == 28
+            module = build_module(cfg)
+            assert module.z_dim == 10
+            opts = module.configure_optimizers()
+            assert opts[0].param_groups[0]["betas"] == (0.5, 0.9)
+            if model == "nugan_distgan_mnist":
+                from gancollapse.optim.nudged_adam import NudgedAdam
+
+                assert isinstance(opts[0], NudgedAdam) and opts[0].threshold == 500.0 and opts[0].k == 5
+                assert not isinstance(opts[1], NudgedAdam) and len(opts) == 3
+            assert instantiate(cfg.callbacks.observatory).every == 1000
+        cfg = compose("train", overrides=["experiment=distgan_mnist"])
+        assert cfg.z_dim == 100 and cfg.max_g_steps == 100000 and cfg.dataset.batch_size == 64

@@ -3,8 +3,14 @@ import math
 import pytest
 import torch
 
-from gancollapse.losses import (HingeLoss, LeastSquaresLoss, NonSaturatingLoss, StandardLoss,
-                                WassersteinLoss, per_sample_score)
+from gancollapse.losses import (
+    HingeLoss,
+    LeastSquaresLoss,
+    NonSaturatingLoss,
+    StandardLoss,
+    WassersteinLoss,
+    per_sample_score,
+)
 
 R = torch.tensor([2.0, -1.0])
 F_ = torch.tensor([0.5, -3.0])

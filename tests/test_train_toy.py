@@ -123,3 +123,29 @@ def test_multirun_sweep_and_report(tmp_path):
     assert len([r for r in rows if r.startswith("|")]) == 2
     assert "modes" in board and "HQ %" in board and "reverse KL" in board and "wall s" in board
     assert (sweep / "scatter_grid.png").stat().st_size > 1000
+
+
+def test_wandb_logger_runs_offline_beside_csv(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = compose_cfg(["logger=wandb", "max_g_steps=10", "log_every_n_steps=5", "dataset.evaluator=null"])
+    run(cfg, tmp_path)
+    assert list((tmp_path / "wandb").glob("offline-run-*")), "expected an offline wandb run directory"
+    assert (tmp_path / "metrics.csv").is_file()
+
+
+@pytest.mark.slow
+def test_compiled_nets_train_and_reload(tmp_path):
+    summary = run(compose_cfg(["compile=true", "max_g_steps=20", "dataset.evaluator=null"]), tmp_path)
+    assert summary["g_steps"] == 20
+    assert gancollapse.load(tmp_path).sample(8).shape == (8, 2)
+
+
+def test_ddp_on_two_cpu_processes_shards_the_data(tmp_path):
+    res = run_cli([*TINY, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "max_g_steps=20",
+                   "dataset.evaluator.every_n_steps=10", "dataset.evaluator.n_samples=500", f"hydra.run.dir={tmp_path}"], REPO)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    # 2000 samples / batch 200 / 2 ranks = 5 batches per epoch and rank
+    assert summary["g_steps"] == 20 and summary["epoch"] == 4
+    assert gancollapse.load(tmp_path).sample(4).shape == (4, 2)

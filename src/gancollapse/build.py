@@ -49,7 +49,7 @@ def build_module(cfg: DictConfig) -> GANModule:
     regularizers = {name: instantiate_checked(node) for name, node in (cfg.get("regularizer") or {}).items() if node is not None}
     optim = {k: instantiate(v) for k, v in (cfg.get("optim") or {}).items() if v is not None}
     module_cfg = cfg.model.get("module") or OmegaConf.create({"_target_": "gancollapse.module.GANModule"})
-    extra: dict[str, Any] = {k: cfg[k] for k in ("n_critic", "g_reuse_z", "log_every_n_steps", "skip_nonfinite") if k in cfg}
+    extra: dict[str, Any] = {k: cfg[k] for k in ("n_critic", "g_reuse_z", "log_every_n_steps", "skip_nonfinite", "compile") if k in cfg}
     return instantiate_checked(
         module_cfg,
         **nets,

@@ -6,8 +6,8 @@ import csv
 import os
 
 from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 
 def wandb_logger(save_dir: str, project: str | None = None, **kwargs) -> WandbLogger:

@@ -10,7 +10,6 @@ Notation: ``r`` = D(x) on real data, ``f`` = D(G(z)), ``sp`` = softplus, so that
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

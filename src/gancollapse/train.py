@@ -15,12 +15,12 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from gancollapse.build import instantiate_checked as instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gancollapse.build import build_datamodule, build_module
+from gancollapse.build import instantiate_checked as instantiate
 from gancollapse.callbacks import MaxGSteps, RunSummary
 
 log = logging.getLogger("gancollapse")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -311,7 +312,9 @@ def kid_from_features(real: Tensor, fake: Tensor, subsets: int = 100, subset_siz
     size = int(min(subset_size, real.shape[0], fake.shape[0]))
     if size < 2:
         raise ValueError("KID needs at least 2 real and 2 fake samples")
-    metric = KernelInceptionDistance(feature=_Precomputed(fake.shape[1]), subsets=subsets, subset_size=size).to(fake.device)
+    with warnings.catch_warnings():  # "will save all extracted features": intended, they are already in memory
+        warnings.simplefilter("ignore", UserWarning)
+        metric = KernelInceptionDistance(feature=_Precomputed(fake.shape[1]), subsets=subsets, subset_size=size).to(fake.device)
     metric.update(real.to(fake.device), real=True)
     metric.update(fake, real=False)
     state = torch.random.get_rng_state()

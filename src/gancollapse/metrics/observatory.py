@@ -126,7 +126,8 @@ class CollapseObservatory(L.Callback):
         nets: which Hessians: any of ``g``, ``d`` (empty: no spectrum).
         hessian_batch: real samples / z draws in the fixed batch the Hessians are taken on.
         n_spread: samples for the nearest-neighbour spread (O(n²) distances).
-        classifier: path of a ``gancollapse.classifier`` checkpoint for class histogram + IS (image data).
+        classifier: path of a ``gancollapse.classifier`` checkpoint for class histogram + IS (image data), or
+            ``auto``: the checkpoint ``python -m gancollapse.classifier`` writes for this dataset, if any.
         n_classify: generated images classified per evaluation.
         toy_samples: samples scored for toy mode coverage.
         plot: draw the PNG dashboard.
@@ -168,13 +169,32 @@ class CollapseObservatory(L.Callback):
         self.run_dir = Path(trainer.default_root_dir)
         dm = trainer.datamodule
         self.toy = dm is not None and hasattr(dm, "centers") and hasattr(dm, "std")
-        if self.classifier_path:
+        path = self._classifier_file(dm)
+        if path is not None:
             from gancollapse.classifier import load_classifier
 
-            self.classifier = load_classifier(self.classifier_path)
-        elif not self.toy:
+            self.classifier = load_classifier(path)
+        elif not self.toy and "classes" not in self.skipped:
             self._skip("classes", "no classifier configured (callbacks.observatory.classifier=<path>; train one "
                                   "with `python -m gancollapse.classifier dataset=<name>`): class histogram and IS skipped")
+
+    def _classifier_file(self, dm: Any) -> Path | None:
+        """An explicit path, or for ``auto`` the platform's default path for this dataset when it exists."""
+        if not self.classifier_path or self.toy:
+            return None
+        if self.classifier_path != "auto":
+            return Path(self.classifier_path)
+        from gancollapse.classifier import default_classifier_path
+
+        if dm is None or not hasattr(dm, "describe"):
+            self._skip("classes", "classifier=auto needs an image datamodule: class histogram and IS skipped")
+            return None
+        path = default_classifier_path(dm.describe())
+        if not path.is_file():
+            self._skip("classes", f"no classifier at {path}: class histogram and IS skipped (train one with "
+                                  f"`python -m gancollapse.classifier dataset={getattr(dm, 'name', '<name>')}`)")
+            return None
+        return path
 
     def _skip(self, what: str, why: str) -> None:
         if what not in self.skipped:

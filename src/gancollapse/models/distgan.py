@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from gancollapse.losses import Objective, NonSaturatingLoss
+from gancollapse.losses import NonSaturatingLoss, Objective
 from gancollapse.module import GANModule, _as_batch, _build
 from gancollapse.optim.nudged_adam import NudgedAdam
 from gancollapse.regularizers.base import Regularizer, Step
@@ -74,7 +74,8 @@ class DistGANModule(GANModule):
         lambda_p: GP weight (1).
         lambda_r: weight of the latent-distance regulariser (1).
         lambda_w: md_z scale; None computes sqrt(z_dim / feature_dim) from D's ``feature_dim``.
-        schedule_steps: N of the μ schedule (the reference ties it to its 100k training iterations).
+        schedule_steps: N of the μ schedule (the reference ties it to its 100k training iterations); None
+            takes the run's ``max_g_steps`` at the start of training.
         r_updates_generator: R also updates G (reference: MNIST only; CIFAR/CelebA update E alone).
         gp_reduction: ``mean`` (reference slope) or ``sum`` (WGAN-GP norm).
         nudge: NuGAN+Dist-GAN — NudgedAdam options (k, iterations, threshold, every_n_steps, which, seed);
@@ -87,18 +88,18 @@ class DistGANModule(GANModule):
                  objective: Objective | None = None, regularizers: Mapping[str, Regularizer] | None = None,
                  sampler: PriorSampler | None = None, optim: DictConfig | Mapping | None = None, z_dim: int = 100,
                  n_critic: int = 1, g_reuse_z: bool = False, log_every_n_steps: int = 50,
-                 skip_nonfinite: bool = True, lambda_p: float = 1.0, lambda_r: float = 1.0,
-                 lambda_w: float | None = None, schedule_steps: int = 100_000, r_updates_generator: bool = True,
+                 skip_nonfinite: bool = True, compile: bool | str = False, lambda_p: float = 1.0, lambda_r: float = 1.0,
+                 lambda_w: float | None = None, schedule_steps: int | None = None, r_updates_generator: bool = True,
                  gp_reduction: Literal["mean", "sum"] = "mean", nudge: Mapping | None = None,
                  nudge_discriminator: bool = False) -> None:
         if int(n_critic) != 1:
             raise ValueError(f"n_critic must be 1 for Dist-GAN (one R, one D and one G step per iteration, as "
                              f"the reference), got {n_critic}")
         super().__init__(generator, discriminator, objective or NonSaturatingLoss(), regularizers, sampler, optim,
-                         z_dim, 1, g_reuse_z, log_every_n_steps, skip_nonfinite)
+                         z_dim, 1, g_reuse_z, log_every_n_steps, skip_nonfinite, compile)
         if lambda_p < 0 or lambda_r < 0:
             raise ValueError(f"model.module.lambda_p and lambda_r must be >= 0, got {lambda_p}, {lambda_r}")
-        if int(schedule_steps) < 1:
+        if schedule_steps is not None and int(schedule_steps) < 1:
             raise ValueError(f"model.module.schedule_steps must be >= 1 (N of the w_r/w_rec schedule), got {schedule_steps}")
         if gp_reduction not in ("mean", "sum"):
             raise ValueError(f"model.module.gp_reduction must be 'mean' (reference) or 'sum', got {gp_reduction!r}")
@@ -109,8 +110,11 @@ class DistGANModule(GANModule):
                                  "lambda_w = sqrt(z_dim / feature_dim) explicitly")
             lambda_w = latent_distance_weight(int(z_dim), int(feature_dim))
         self.encoder = encoder
+        if compile:
+            self.encoder.compile(mode=compile if isinstance(compile, str) else None)
         self.lambda_p, self.lambda_r, self.lambda_w = float(lambda_p), float(lambda_r), float(lambda_w)
-        self.schedule_steps, self.r_updates_generator = int(schedule_steps), bool(r_updates_generator)
+        self.schedule_steps = int(schedule_steps) if schedule_steps is not None else None
+        self.r_updates_generator = bool(r_updates_generator)
         self.gp_reduction = gp_reduction
         self.nudge_cfg = dict(nudge) if nudge else None
         self.nudge_discriminator = bool(nudge_discriminator)
@@ -185,7 +189,19 @@ class DistGANModule(GANModule):
         return "d" if self.r_steps > self.d_steps else "g"
 
     def score_weights(self) -> tuple[float, float]:
+        if self.schedule_steps is None:
+            raise ValueError("model.module.schedule_steps is null and the run has no max_g_steps: set one of them "
+                             "(N of Dist-GAN's w_r/w_rec schedule)")
         return score_weights(self.d_steps, self.schedule_steps)
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        if self.schedule_steps is None:
+            from gancollapse.callbacks import MaxGSteps
+
+            limits = [c.max_g_steps for c in self.trainer.callbacks if isinstance(c, MaxGSteps)]
+            if limits:
+                self.schedule_steps = int(limits[0])
 
     # ------------------------------------------------------------------ phases
     def reconstruction_step(self, real: Tensor, z: Tensor, opt) -> dict[str, Tensor]:

@@ -8,6 +8,7 @@ seen), the paper's Eq. 8 accepts x with probability σ(F̂(x)), where
 
 ε a small constant for numerical stability and γ the ``gamma_percentile``-th percentile of F on the pilot
 batch (the shift that trades quality for acceptance rate; MH-GAN's reference implementation uses 95).
+With γ = 0 (``gamma_percentile: null``) and ε → 0, σ(F) = exp(d − D̃_M): exact rejection sampling.
 Proposals are drawn ``batch_size`` at a time until n are accepted; if ``max_proposals`` is reached first,
 the remaining slots are filled with the highest-scoring rejected proposals ("cherry" fallback of the
 reference code) and ``stats['sampler/fallback']`` says how many.
@@ -29,7 +30,7 @@ def drs_log_acceptance(d: Tensor, d_max: Tensor | float, gamma: Tensor | float, 
 def drs_f(d: Tensor, d_max: Tensor | float, eps: float = 1e-6) -> Tensor:
     """F(x) = d − d_M − log(1 − exp(d − d_M − ε)) for d ≤ d_M (DRS Eq. 8 before the γ shift)."""
     delta = d - d_max
-    return delta - torch.log1p(-torch.exp(delta - eps))
+    return delta - torch.log(-torch.expm1(delta - eps))  # expm1 keeps 1 − e^{−ε} exact in float32
 
 
 class DRSSampler(RefinedSampler):
@@ -39,18 +40,19 @@ class DRSSampler(RefinedSampler):
 
     name = "drs"
 
-    def __init__(self, n_pilot: int = 10_000, gamma_percentile: float = 95.0, eps: float = 1e-6,
+    def __init__(self, n_pilot: int = 10_000, gamma_percentile: float | None = 95.0, eps: float = 1e-6,
                  max_proposals: int = 1000, **kwargs) -> None:  # noqa: ANN003
         super().__init__(**kwargs)
         if int(n_pilot) < 1:
             raise ValueError(f"sampler.n_pilot must be >= 1, got {n_pilot}")
-        if not 0.0 <= float(gamma_percentile) <= 100.0:
-            raise ValueError(f"sampler.gamma_percentile must be in [0, 100], got {gamma_percentile}")
+        if gamma_percentile is not None and not 0.0 <= float(gamma_percentile) <= 100.0:
+            raise ValueError(f"sampler.gamma_percentile must be in [0, 100] or null (γ = 0), got {gamma_percentile}")
         if float(eps) <= 0:
             raise ValueError(f"sampler.eps must be > 0, got {eps}")
         if int(max_proposals) < 1:
             raise ValueError(f"sampler.max_proposals must be >= 1, got {max_proposals}")
-        self.n_pilot, self.gamma_percentile, self.eps = int(n_pilot), float(gamma_percentile), float(eps)
+        self.n_pilot, self.eps = int(n_pilot), float(eps)
+        self.gamma_percentile = None if gamma_percentile is None else float(gamma_percentile)
         self.max_proposals = int(max_proposals)
 
     def _scores(self, generator: nn.Module, discriminator: nn.Module, m: int, z_dim: int,
@@ -64,7 +66,8 @@ class DRSSampler(RefinedSampler):
         pilot = torch.cat([self._scores(generator, discriminator, min(self.batch_size, self.n_pilot - i), z_dim, device, gen)[1]
                            for i in range(0, self.n_pilot, self.batch_size)])
         d_max = pilot.max()
-        gamma = torch.quantile(drs_f(pilot, d_max, self.eps).double().cpu(), self.gamma_percentile / 100).item()
+        gamma = 0.0 if self.gamma_percentile is None else \
+            torch.quantile(drs_f(pilot, d_max, self.eps).double().cpu(), self.gamma_percentile / 100).item()
         self.gamma, self.d_max_pilot = gamma, float(d_max)
         kept: list[Tensor] = []
         n_kept, proposed = 0, 0

@@ -44,6 +44,11 @@ def eval_mode(*nets: nn.Module) -> Iterator[None]:
             n.train(m)
 
 
+def _device_of(net: nn.Module) -> torch.device:
+    p = next(iter(net.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 def normal_log_density(z: Tensor) -> Tensor:
     """log N(z; 0, I) with its normalising constant, per row (the WL-GAN seed's energies include it)."""
     k = z[0].numel() if z.ndim > 1 else 1
@@ -134,7 +139,7 @@ class RefinedSampler(PriorSampler):
         """Fit the calibrator on held-out ``real`` vs as many generated samples; returns Brier scores."""
         if real.shape[0] < 4:
             raise ValueError(f"sampler fit needs at least 4 held-out real samples, got {real.shape[0]}")
-        device = next(generator.parameters()).device
+        device = _device_of(generator)
         gen = torch.Generator(device=device).manual_seed(int(seed))
         with eval_mode(generator, discriminator), torch.no_grad():
             z = self.prior(real.shape[0], z_dim, device, gen)

@@ -20,9 +20,16 @@ Fixes of the seed code (docs/REPRODUCING.md; ``seed_compat=true`` restores the s
 * the adapted η is bounded to [eta_min, eta_max] (the seed's can cross 0);
 * the energy-bin range comes from a warm-up pass (quantiles of the energies a short θ-free chain visits
   from the prior) instead of the hard-coded [130, 210] (``energy_range`` fixes it by hand).
+* the seed keeps one θ per chain, so with γ_t ≥ 0.625 over a 640-step chain each θ is noise and each
+  chain is pushed to the lowest energy levels, which exist only in D's favourite modes (measured: mode
+  collapse, docs/RESULTS.md); we pool the hit histogram of the batch's chains (population SAMC,
+  ``shared_theta=true``; ``false`` is the seed's per-chain θ);
+* the seed adapts only the noise scale and keeps the drift τ; with an exact correction that mismatch is
+  rejected most of the time, so we adapt a MALA step (drift τ_c = η_c², ``couple_drift=true``).
+The chains target the flattened π_θ, and the paper keeps their final states as they are (default);
+``reweight=true`` resamples a batch's final states with SAMC's importance weights exp(θ_J) to target π.
 Defaults are the paper's/seed's: 640 steps, τ = 0.1, η = √τ, 100 chains per batch, M = 50, t0 = 400,
-windows of 30 steps with thresholds 0.45/0.35 and steps +0.6/−0.2. θ is kept per chain like the seed
-(``shared_theta=true`` pools the hit histogram of a batch, population SAMC).
+windows of 30 steps with thresholds 0.45/0.35 and η steps +0.6/−0.2.
 """
 
 from __future__ import annotations
@@ -91,10 +98,10 @@ class WLGANSampler(RefinedSampler):
     def __init__(self, chain_length: int = 640, tau: float = 0.1, eta: float | None = None,
                  n_bins: int = 50, t0: float = 400.0, energy_range: Sequence[float] | None = None,
                  warmup_steps: int = 100, warmup_chains: int = 100, warmup_quantiles: Sequence[float] = (0.005, 0.995),
-                 learn_target: bool = True, learn_proposal: bool = True, shared_theta: bool = False,
+                 learn_target: bool = True, learn_proposal: bool = True, shared_theta: bool = True,
                  adapt_every: int = 30, adapt_until: int | None = None, accept_high: float = 0.45,
                  accept_low: float = 0.35, eta_up: float = 0.6, eta_down: float = 0.2,
-                 eta_min: float = 0.01, eta_max: float = 1.0, seed_compat: bool = False, **kwargs) -> None:  # noqa: ANN003
+                 eta_min: float = 0.01, eta_max: float = 1.0, couple_drift: bool = True, reweight: bool = False, seed_compat: bool = False, **kwargs) -> None:  # noqa: ANN003
         super().__init__(**kwargs)
         checks = {"chain_length": chain_length, "tau": tau, "n_bins": n_bins, "t0": t0, "adapt_every": adapt_every,
                   "warmup_chains": warmup_chains}
@@ -127,7 +134,11 @@ class WLGANSampler(RefinedSampler):
         self.accept_high, self.accept_low = float(accept_high), float(accept_low)
         self.eta_up, self.eta_down = float(eta_up), float(eta_down)
         self.eta_min, self.eta_max = float(eta_min), float(eta_max)
-        self.seed_compat = bool(seed_compat)
+        self.couple_drift, self.seed_compat = bool(couple_drift), bool(seed_compat)
+        if reweight and not (shared_theta and not seed_compat):
+            raise ValueError("sampler.reweight=true needs sampler.shared_theta=true (per-chain θ weights are not "
+                             "comparable across chains) and seed_compat=false")
+        self.reweight = bool(reweight)
         self.bins: tuple[float, float] | None = None
         self.bin_hits: Tensor | None = None
 
@@ -185,10 +196,9 @@ class WLGANSampler(RefinedSampler):
         lo, hi = self.bins
         z = self.prior(m, z_dim, device, gen)
         log_pi, d, grad = self.log_target_and_grad(generator, discriminator, z)
-        mean = l2mc_mean(z, grad, self.tau)
         bins = energy_bin(self.energy(z, d), lo, hi, self.n_bins)
         eta = torch.full((m,), self.eta0, device=device)
-        theta_shape = (self.n_bins,) if self.shared_theta else (m, self.n_bins)
+        theta_shape = (self.n_bins,) if self.shared_theta and not self.seed_compat else (m, self.n_bins)
         theta = torch.full(theta_shape, 1.0 / self.n_bins, device=device, dtype=torch.float64)
         window = torch.zeros(m, device=device)
         accepted = torch.zeros(m, device=device)
@@ -199,10 +209,13 @@ class WLGANSampler(RefinedSampler):
                 eta = adapt_eta(eta, window / self.adapt_every, self.accept_high, self.accept_low,
                                 self.eta_up, self.eta_down, *bounds)
                 window.zero_()
+            # MALA (couple_drift): drift step τ_c = η_c², so proposal and correction stay a Langevin pair.
+            tau = eta.pow(2)[:, None] if self.couple_drift and not self.seed_compat else self.tau
+            mean = l2mc_mean(z, grad, tau)
             noise = torch.randn(z.shape, device=device, generator=gen)
             z_new = mean + eta[:, None] * noise
             log_pi_new, d_new, grad_new = self.log_target_and_grad(generator, discriminator, z_new)
-            mean_new = l2mc_mean(z_new, grad_new, self.tau)
+            mean_new = l2mc_mean(z_new, grad_new, tau)
             bins_new = energy_bin(self.energy(z_new, d_new), lo, hi, self.n_bins)
             if self.seed_compat:
                 log_r = seed_log_ratio(log_pi, log_pi_new, z, noise, mean_new, self.eta0)
@@ -212,7 +225,7 @@ class WLGANSampler(RefinedSampler):
                 log_r = log_r + (theta_at(theta, bins) - theta_at(theta, bins_new)).to(log_r.dtype)
             acc = mh_accept(log_r, gen)
             z = torch.where(acc[:, None], z_new, z)
-            mean = torch.where(acc[:, None], mean_new, mean)
+            grad = torch.where(acc[:, None], grad_new, grad)
             log_pi = torch.where(acc, log_pi_new, log_pi)
             bins = torch.where(acc, bins_new, bins)
             window += acc.float()
@@ -223,4 +236,14 @@ class WLGANSampler(RefinedSampler):
         self.bin_hits += hits.cpu()
         self.record("acceptance", accepted / self.chain_length)
         self.record("eta_final", eta)
+        if self.reweight and self.learn_target:
+            z = self._resample(z, theta_at(theta, bins), gen)
         return z
+
+    def _resample(self, z: Tensor, log_w: Tensor, gen: torch.Generator) -> Tensor:
+        """SAMC importance resampling: π(z) ∝ π_θ(z)·exp(θ_J(z)), so final states resampled with weights
+        exp(θ_J) are draws from the un-flattened target (Liang et al. 2007)."""
+        w = torch.softmax(log_w.double(), dim=0)
+        self.record("ess_fraction", float(1.0 / w.pow(2).sum() / len(w)))
+        idx = torch.multinomial(w.float(), len(z), replacement=True, generator=gen)
+        return z[idx]

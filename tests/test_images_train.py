@@ -1,0 +1,61 @@
+"""End-to-end image runs on the embedded digits set: FID in summary.json, best.ckpt on the best FID, load."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import gancollapse
+from gancollapse.metrics.image_callback import ImageEvaluator
+from gancollapse.train import run
+from tests.conftest import compose_cfg
+
+IMG = [
+    "dataset=digits", "model=dcgan32", "loss=hinge", "optim=adam", "z_dim=16",
+    "dataset.batch_size=32",
+    "model.generator.base=4", "model.discriminator.base=4",
+    "callbacks.progress_bar=null", "log_every_n_steps=5",
+]
+
+
+def _cfg(tmp_path, extra):
+    return compose_cfg(IMG + [f"dataset.evaluator.cache_dir={tmp_path / 'cache'}", "dataset.evaluator.n_samples=200",
+                              "dataset.evaluator.kid_subset_size=100", "dataset.evaluator.n_prdc=200",
+                              "dataset.evaluator.grid_size=16"] + extra, tiny=False)
+
+
+def test_digits_dcgan_run_end_to_end(tmp_path):
+    run_dir = tmp_path / "run"
+    cfg = _cfg(tmp_path, ["max_g_steps=30", "dataset.evaluator.every_n_steps=15", "logger=csv"])
+    summary = run(cfg, run_dir)
+    assert summary["g_steps"] == 30
+    for key in ("fid", "kid", "precision", "recall", "density", "coverage", "best/fid", "best/fid_step"):
+        assert key in summary and summary[key] == summary[key], key
+    assert summary["best/fid"] <= summary["fid"] + 1e-12
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk["best/fid"] == pytest.approx(summary["best/fid"])
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert sorted(p.name for p in (run_dir / "samples").glob("*.png")) == ["step_000015.png", "step_000030.png"]
+    assert "fid" in (run_dir / "metrics.csv").read_text().splitlines()[0]
+    ckpt = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    assert not any("inception" in k or "convs" in k for k in ckpt["state_dict"])  # extractor not in checkpoints
+    handle = gancollapse.load(run_dir)
+    assert handle.checkpoint.name == "best.ckpt"
+    x = handle.sample(6, seed=0)
+    assert x.shape == (6, 1, 32, 32) and x.abs().max() <= 1
+
+
+def test_best_fid_checkpoint_holds_the_best_step(tmp_path, monkeypatch):
+    """Logged FIDs 5, 1, 3, 4 at G steps 4, 8, 12, 16 → best.ckpt is the step-8 state, summary says so."""
+    scripted = {4: 5.0, 8: 1.0, 12: 3.0, 16: 4.0}
+    monkeypatch.setattr(ImageEvaluator, "compute", lambda self, pl_module: {"fid": scripted[pl_module.g_steps]})
+    run_dir = tmp_path / "run"
+    summary = run(_cfg(tmp_path, ["max_g_steps=16", "dataset.evaluator.every_n_steps=4", "logger=none"]), run_dir)
+    assert summary["fid"] == 4.0 and summary["best/fid"] == 1.0 and summary["best/fid_step"] == 8
+    best = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    assert best["gancollapse"]["g_steps"] == 8
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["gancollapse"]["g_steps"] == 16
+    assert gancollapse.load(run_dir).module.g_steps == 8
