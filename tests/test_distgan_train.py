@@ -91,3 +91,19 @@ def test_study_configs_compose_for_all_models():
             assert instantiate(cfg.callbacks.observatory).every == 1000
         cfg = compose("train", overrides=["experiment=distgan_mnist"])
         assert cfg.z_dim == 100 and cfg.max_g_steps == 100000 and cfg.dataset.batch_size == 64
+
+
+def test_nugan_distgan_resumes_counters_and_nudge_state(tmp_path):
+    over = ["model=nugan_distgan_mnist", *TINY, *EXTRA["nugan_distgan_mnist"], "callbacks.observatory.every_n_steps=100"]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        first = compose("train", overrides=over)
+        second = compose("train", overrides=[*over, "max_g_steps=9"])
+    run(first, tmp_path)
+    summary = run(second, tmp_path)
+    assert summary["g_steps"] == 9 and summary["d_steps"] == 9
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert state["gancollapse"]["r_steps"] == 9
+    nudge = state["optimizer_states"][0]["nudge"]
+    assert nudge["steps_taken"] == 9 and nudge["checks"] == 5  # G steps 0, 2, 4 | 6, 8
+    checks = _columns(tmp_path / "metrics.csv")["nugan/g/eig0"]
+    assert len(checks) == 5

@@ -37,3 +37,29 @@ def test_evaluator_reports_is_with_a_classifier(tmp_path):
                        f"dataset.evaluator.cache_dir={tmp_path}", "dataset.evaluator.grid_size=0", "logger=none"], tiny=False)
     summary = run(cfg, tmp_path / "run")
     assert 1.0 <= summary["is"] <= 10.0 and summary["i_variance"] >= 0 and "fid" in summary
+
+
+def test_stacked_mnist_run_counts_modes_with_the_auto_classifier(tmp_path, monkeypatch):
+    """Stacked 'MNIST' built from sklearn digits (no download): the evaluator finds the classifier saved at
+    the default path for mnist-32px-1ch and reports modes and KL to uniform."""
+    import gancollapse.data.images as images
+    from gancollapse.classifier import default_classifier_path
+
+    def fake_mnist(root, download, train=True, key="mnist"):
+        dm = DigitsDataModule(img_size=28, channels=1)
+        dm.setup()
+        return dm.data.images, dm.data.labels
+
+    monkeypatch.setattr(images, "_load_mnist", fake_mnist)
+    monkeypatch.setenv("GANCOLLAPSE_CACHE", str(tmp_path))
+    main(["dataset=digits", "epochs=2", "device=cpu", f"out={default_classifier_path('mnist-32px-1ch')}"])
+    dm = images.StackedMNISTDataModule(n_samples=500)
+    dm.setup()
+    assert dm.data.images.shape == (500, 3, 32, 32) and int(dm.data.labels.max()) < 1000
+    cfg = compose_cfg(["dataset=stacked_mnist", "dataset.n_samples=500", "model=dcgan32", "loss=hinge", "optim=adam",
+                       "z_dim=8", "model.generator.base=4", "model.discriminator.base=4", "callbacks.progress_bar=null",
+                       "max_g_steps=3", "dataset.evaluator.feature=tiny", "dataset.evaluator.every_n_steps=3",
+                       "dataset.evaluator.n_samples=300", "dataset.evaluator.n_real=300", "dataset.evaluator.kid=false",
+                       "logger=none"], tiny=False)
+    summary = run(cfg, tmp_path / "run")
+    assert 1 <= summary["modes"] <= 300 and summary["kl_uniform"] > 0

@@ -226,3 +226,16 @@ def test_dlle_matches_hand_computation_with_detached_target() -> None:
     (grad_ref,) = torch.autograd.grad(ref, disc.lin.weight)
     torch.testing.assert_close(term, ref)
     torch.testing.assert_close(grad, grad_ref)
+
+
+def test_maf_objective_is_wasserstein_on_the_code_mean() -> None:
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from gancollapse.train import CONF_DIR
+
+    objective = instantiate(OmegaConf.load(f"{CONF_DIR}/loss/maf.yaml"))
+    t, f = torch.randn(5, 16), torch.randn(5, 16)
+    # seed: loss_D = -mean(t_z) + mean(f_z), loss_G = -mean(D(G(z))), means over batch and all 16 dims
+    assert objective.d_loss(t, f).item() == pytest.approx((-t.mean() + f.mean()).item(), abs=1e-6)
+    assert objective.g_loss(f).item() == pytest.approx(-f.mean().item(), abs=1e-6)

@@ -149,3 +149,14 @@ def test_ddp_on_two_cpu_processes_shards_the_data(tmp_path):
     # 2000 samples / batch 200 / 2 ranks = 5 batches per epoch and rank
     assert summary["g_steps"] == 20 and summary["epoch"] == 4
     assert gancollapse.load(tmp_path).sample(4).shape == (4, 2)
+
+
+def test_csv_logger_flushes_without_finalize_and_appends_on_reopen(tmp_path):
+    from gancollapse.loggers import CSVLogger
+
+    first = CSVLogger(str(tmp_path), flush_every_s=0)
+    first.log_metrics({"a": 1.0}, 50)  # never finalized, as after kill -9
+    assert (tmp_path / "metrics.csv").read_text().splitlines() == ["a,step", "1.0,50"]
+    second = CSVLogger(str(tmp_path), flush_every_s=0)
+    second.log_metrics({"a": 2.0, "b": 3.0}, 100)
+    assert (tmp_path / "metrics.csv").read_text().splitlines() == ["a,b,step", "1.0,,50", "2.0,3.0,100"]

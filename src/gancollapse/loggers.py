@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import os
+import time
 
 from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 
@@ -30,10 +32,24 @@ class _AppendingWriter(ExperimentWriter):
 
 
 class CSVLogger(_LightningCSVLogger):
-    """CSV logger writing ``<save_dir>/metrics.csv`` that appends when the run directory is resumed."""
+    """CSV logger writing ``<save_dir>/metrics.csv`` that appends when the run directory is resumed.
 
-    def __init__(self, save_dir: str, name: str = "", version: str = "", **kwargs) -> None:
+    Lightning flushes when ``(step + 1) % flush_logs_every_n_steps == 0``, which never holds when steps
+    are logged at multiples of the interval; here a flush happens once ``flush_every_s`` seconds have passed,
+    so a killed run keeps its metrics up to the last flush.
+    """
+
+    def __init__(self, save_dir: str, name: str = "", version: str = "", flush_every_s: float = 10.0, **kwargs) -> None:
         super().__init__(save_dir=save_dir, name=name, version=version, **kwargs)
+        self.flush_every_s = float(flush_every_s)
+        self._last_flush = time.monotonic()
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.experiment.log_metrics(metrics, step)
+        if time.monotonic() - self._last_flush >= self.flush_every_s:
+            self.save()
+            self._last_flush = time.monotonic()
 
     @property
     def experiment(self) -> ExperimentWriter:

@@ -204,8 +204,8 @@ class ImageDataModule(L.LightningDataModule):
                  on_device: bool = False, num_workers: int = 0, drop_last: bool = True,
                  root: str = DEFAULT_ROOT, download: bool = False, seed: int = 0) -> None:
         super().__init__()
-        if int(img_size) < 4:
-            raise ValueError(f"dataset.img_size must be >= 4, got {img_size}")
+        if int(img_size) < 1:
+            raise ValueError(f"dataset.img_size must be >= 1, got {img_size}")
         if int(channels) not in (1, 3):
             raise ValueError(f"dataset.channels must be 1 or 3, got {channels}")
         if int(batch_size) < 1:
@@ -283,15 +283,21 @@ class ImageDataModule(L.LightningDataModule):
 
 
 class DigitsDataModule(ImageDataModule):
-    """scikit-learn's 1,797 8×8 digits (values 0–16, 10 classes), bilinearly resized: fully offline."""
+    """scikit-learn's 1,797 8×8 digits (values 0–16, 10 classes), bilinearly resized: fully offline.
+
+    ``repeat`` tiles the set (longer epochs, e.g. for throughput benchmarks at large batch sizes).
+    """
 
     name = "digits"
     num_classes = 10
 
     def __init__(self, img_size: int = 32, channels: int = 1, batch_size: int = 64, flip: bool = False,
                  on_device: bool = False, num_workers: int = 0, drop_last: bool = True, root: str = DEFAULT_ROOT,
-                 download: bool = False, seed: int = 0) -> None:
+                 download: bool = False, seed: int = 0, repeat: int = 1) -> None:
         super().__init__(img_size, channels, batch_size, flip, on_device, num_workers, drop_last, root, download, seed)
+        if int(repeat) < 1:
+            raise ValueError(f"dataset.repeat must be >= 1, got {repeat}")
+        self.repeat = int(repeat)
 
     def load(self) -> UInt8Images:
         from sklearn.datasets import load_digits
@@ -300,7 +306,8 @@ class DigitsDataModule(ImageDataModule):
         x = torch.as_tensor(bunch.images, dtype=torch.float32)[:, None] * (255.0 / 16.0)
         x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False, antialias=False)
         images = match_channels(x.round().clamp(0, 255).to(torch.uint8), self.channels)
-        return UInt8Images(images, torch.as_tensor(bunch.target, dtype=torch.long))
+        labels = torch.as_tensor(bunch.target, dtype=torch.long)
+        return UInt8Images(images.repeat(self.repeat, 1, 1, 1), labels.repeat(self.repeat))
 
 
 def _load_mnist(root: Path, download: bool, train: bool = True, key: str = "mnist") -> tuple[Tensor, Tensor]:

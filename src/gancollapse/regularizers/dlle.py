@@ -64,6 +64,7 @@ class DLLE(Regularizer):
             raise ValueError("regularizer.dlle: at least one of real / fake must be true")
         self.weight, self.noise_std, self.flip = float(weight), float(noise_std), bool(flip)
         self.real, self.fake = bool(real), bool(fake)
+        self._coupled: dict[int, bool] = {}  # per D (by id): scanning its modules every step costs ~µs each
 
     def d_terms(self, step: Step) -> dict[str, Tensor]:
         if step.d_real is None or self.weight == 0:
@@ -73,9 +74,13 @@ class DLLE(Regularizer):
         # The target branch is stop-gradient: no graph needed, and one D call for both halves when D has
         # no batch-coupling layer (the codes are then identical to two separate calls).
         with torch.no_grad():
-            if len(augmented) == 2 and not _batch_coupled(step.discriminator):
-                targets = step.discriminator(torch.cat(augmented)).split([a.shape[0] for a in augmented])
+            disc = step.discriminator
+            coupled = self._coupled.get(id(disc))
+            if coupled is None:
+                coupled = self._coupled[id(disc)] = _batch_coupled(disc)
+            if len(augmented) == 2 and not coupled:
+                targets = disc(torch.cat(augmented)).split([a.shape[0] for a in augmented])
             else:
-                targets = [step.discriminator(a) for a in augmented]
+                targets = [disc(a) for a in augmented]
         loss = sum(consistency(c, t) for (_, c), t in zip(pairs, targets, strict=True))
         return {"dlle": self.weight * loss}
