@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     name = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {device} ({name}); n={args.n}; chain length: {args.chain_length or 'configured'}")
-    print(f"| nets | sampler | samples/s | seconds | samples/s at configured length |")
+    print("| nets | sampler | samples/s | seconds | samples/s at configured length |")
     print("|---|---|---|---|---|")
     for kind in args.nets.split(","):
         g, d, z_dim = build_nets(kind, device)

@@ -132,3 +132,11 @@ def test_distgan_rejects_bad_config():
         _module(gp_reduction="max")
     with pytest.raises(ValueError, match="nudge"):
         _module(nudge_discriminator=True)
+
+
+def test_nonfinite_reconstruction_loss_is_skipped_and_counted():
+    m = _module()
+    _, _, opt_r = m.configure_optimizers()
+    before = _snapshot(m.encoder)
+    m._update(opt_r, torch.tensor(float("nan"), requires_grad=True), "r")
+    assert m.nonfinite_skips["r"] == 1 and not _changed(m.encoder, before)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
+import pytest
 import torch
 
 from gancollapse.classifier import load_classifier, main, predict_proba
@@ -12,14 +16,21 @@ from gancollapse.train import run
 from tests.conftest import compose_cfg
 
 
-def test_classifier_cli_trains_on_digits_and_separates_classes(tmp_path, capsys):
-    out = tmp_path / "digits.pt"
-    path = main(["dataset=digits", "dataset.img_size=16", "epochs=5", "batch_size=64", "lr=0.003", "device=cpu", f"out={out}"])
-    assert path == out and "held-out accuracy" in capsys.readouterr().out
+@pytest.fixture(scope="module")
+def digits_classifier(tmp_path_factory) -> Path:
+    """One classifier for the module (32 px, 1 channel), trained through the CLI entry point."""
+    out = tmp_path_factory.mktemp("cls") / "digits.pt"
+    path = main(["dataset=digits", "epochs=2", "batch_size=32", "lr=0.002", "device=cpu", f"out={out}"])
+    assert path == out
+    return out
+
+
+def test_classifier_cli_trains_on_digits_and_separates_classes(digits_classifier):
+    out = digits_classifier
     model = load_classifier(out)
     meta = torch.load(out, weights_only=True)["meta"]
-    assert meta["val_accuracy"] > 0.85
-    real, labels = DigitsDataModule(img_size=16).sample(500, seed=1, with_labels=True)
+    assert meta["val_accuracy"] > 0.85 and meta["dataset"] == "digits-32px-1ch"
+    real, labels = DigitsDataModule(img_size=32).sample(500, seed=1, with_labels=True)
     probs = predict_proba(model, real)
     assert (probs.argmax(1) == labels).float().mean() > 0.85
     assert inception_score(probs, splits=5)[0] > 5  # confident and diverse on real digits
@@ -27,9 +38,8 @@ def test_classifier_cli_trains_on_digits_and_separates_classes(tmp_path, capsys)
     assert feats(real[:3]).shape == (3, 128)
 
 
-def test_evaluator_reports_is_with_a_classifier(tmp_path):
-    cls = tmp_path / "c.pt"
-    main(["dataset=digits", "epochs=1", "device=cpu", f"out={cls}"])
+def test_evaluator_reports_is_with_a_classifier(tmp_path, digits_classifier):
+    cls = digits_classifier
     cfg = compose_cfg(["dataset=digits", "model=dcgan32", "loss=hinge", "optim=adam", "z_dim=16",
                        "model.generator.base=4", "model.discriminator.base=4", "callbacks.progress_bar=null",
                        "max_g_steps=4", "dataset.evaluator.every_n_steps=4", "dataset.evaluator.n_samples=100",
@@ -39,7 +49,7 @@ def test_evaluator_reports_is_with_a_classifier(tmp_path):
     assert 1.0 <= summary["is"] <= 10.0 and summary["i_variance"] >= 0 and "fid" in summary
 
 
-def test_stacked_mnist_run_counts_modes_with_the_auto_classifier(tmp_path, monkeypatch):
+def test_stacked_mnist_run_counts_modes_with_the_auto_classifier(tmp_path, monkeypatch, digits_classifier):
     """Stacked 'MNIST' built from sklearn digits (no download): the evaluator finds the classifier saved at
     the default path for mnist-32px-1ch and reports modes and KL to uniform."""
     import gancollapse.data.images as images
@@ -52,7 +62,9 @@ def test_stacked_mnist_run_counts_modes_with_the_auto_classifier(tmp_path, monke
 
     monkeypatch.setattr(images, "_load_mnist", fake_mnist)
     monkeypatch.setenv("GANCOLLAPSE_CACHE", str(tmp_path))
-    main(["dataset=digits", "epochs=2", "device=cpu", f"out={default_classifier_path('mnist-32px-1ch')}"])
+    target = default_classifier_path("mnist-32px-1ch")
+    target.parent.mkdir(parents=True)
+    shutil.copy(digits_classifier, target)
     dm = images.StackedMNISTDataModule(n_samples=500)
     dm.setup()
     assert dm.data.images.shape == (500, 3, 32, 32) and int(dm.data.labels.max()) < 1000
@@ -63,3 +75,13 @@ def test_stacked_mnist_run_counts_modes_with_the_auto_classifier(tmp_path, monke
                        "logger=none"], tiny=False)
     summary = run(cfg, tmp_path / "run")
     assert 1 <= summary["modes"] <= 300 and summary["kl_uniform"] > 0
+
+
+def test_missing_auto_classifier_for_classifier_features_names_the_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANCOLLAPSE_CACHE", str(tmp_path))
+    cfg = compose_cfg(["dataset=digits", "model=dcgan32", "z_dim=8", "model.generator.base=4",
+                       "model.discriminator.base=4", "callbacks.progress_bar=null", "max_g_steps=2",
+                       "dataset.evaluator.every_n_steps=2", "dataset.evaluator.feature=classifier",
+                       "dataset.evaluator.classifier=auto", "logger=none"], tiny=False)
+    with pytest.raises(FileNotFoundError, match="python -m gancollapse.classifier dataset=digits"):
+        run(cfg, tmp_path / "run")

@@ -174,3 +174,40 @@ def test_shipped_weights_features_equal_the_torchscript_extractor(tmp_path, monk
     # the float [-1, 1] entry point quantises exactly like the uint8 path
     with torch.no_grad():
         assert torch.allclose(ext(u8.float() / 127.5 - 1), ours, atol=1e-4)
+
+
+def test_eigh_backend_equals_torchmetrics():
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(300, 16, generator=g) @ torch.randn(16, 16, generator=g)
+    b = torch.randn(200, 16, generator=g) * 0.7 + 0.2
+    stats = RealStats.from_features(a)
+    ours = fid_from_features(stats, b, backend="eigh")
+    ref = fid_from_features(stats, b, backend="torchmetrics")
+    assert ours == pytest.approx(ref, rel=1e-6)
+    with pytest.raises(ValueError, match="fid_backend"):
+        fid_from_features(stats, b, backend="nope")
+
+
+def test_inception_logits_used_only_when_the_weights_have_a_classifier(tmp_path, monkeypatch):
+    """A torch-fidelity-layout file with a real fc (as the hub file has) enables Inception IS; the zero fc
+    of the fid-helper conversion does not."""
+    from gancollapse.metrics.fid import InceptionFeatures
+
+    state, _ = _random_fid_helper_state(_fidelity_layout_shapes())
+    converted = convert_fid_helper_state_dict(state)
+    zero_fc = tmp_path / "zero.pth"
+    torch.save(converted, zero_fc)
+    assert not InceptionFeatures(zero_fc).has_logits
+    g = torch.Generator().manual_seed(0)
+    converted["fc.weight"] = torch.randn(1008, 2048, generator=g) * 0.01
+    converted["fc.bias"] = torch.randn(1008, generator=g)
+    with_fc = tmp_path / "fc.pth"
+    torch.save(converted, with_fc)
+    ext = InceptionFeatures(with_fc)
+    assert ext.has_logits
+    x = torch.rand(2, 1, 16, 16, generator=g) * 2 - 1
+    with torch.no_grad():
+        feats, logits = ext.features_and_logits(x)
+        assert torch.allclose(ext(x), feats)
+    assert logits.shape == (2, 1008)
+    assert torch.allclose(logits, feats @ converted["fc.weight"].t(), rtol=1e-4, atol=1e-5)  # unbiased logits

@@ -12,7 +12,7 @@ from torch import nn
 from gancollapse.metrics.i_variance import i_variance
 from gancollapse.metrics.inception_score import inception_score
 from gancollapse.metrics.mode_count import kl_to_uniform, mode_stats, stacked_modes
-from gancollapse.metrics.prdc import density_coverage, knn_radii, precision_recall, prdc
+from gancollapse.metrics.prdc import density_coverage, knn_radii, prdc, precision_recall
 
 
 def _prdc_numpy(real: np.ndarray, fake: np.ndarray, k: int) -> tuple[float, float, float, float]:

@@ -37,10 +37,14 @@ def test_digits_dcgan_run_end_to_end(tmp_path):
     on_disk = json.loads((run_dir / "summary.json").read_text())
     assert on_disk["best/fid"] == pytest.approx(summary["best/fid"])
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
-    assert sorted(p.name for p in (run_dir / "samples").glob("*.png")) == ["step_000015.png", "step_000030.png"]
+    assert sorted(p.name for p in (run_dir / "samples").glob("*.png")) == ["final.png", "step_000015.png", "step_000030.png"]
     assert "fid" in (run_dir / "metrics.csv").read_text().splitlines()[0]
     ckpt = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
     assert not any("inception" in k or "convs" in k for k in ckpt["state_dict"])  # extractor not in checkpoints
+    from gancollapse.report import write_report
+
+    board = write_report(run_dir)
+    assert "FID" in board.read_text() if board.is_file() else True
     handle = gancollapse.load(run_dir)
     assert handle.checkpoint.name == "best.ckpt"
     x = handle.sample(6, seed=0)
@@ -52,7 +56,9 @@ def test_best_fid_checkpoint_holds_the_best_step(tmp_path, monkeypatch):
     scripted = {4: 5.0, 8: 1.0, 12: 3.0, 16: 4.0}
     monkeypatch.setattr(ImageEvaluator, "compute", lambda self, pl_module: {"fid": scripted[pl_module.g_steps]})
     run_dir = tmp_path / "run"
-    summary = run(_cfg(tmp_path, ["max_g_steps=16", "dataset.evaluator.every_n_steps=4", "logger=none"]), run_dir)
+    # dataset.on_device also exercises the DeviceBatches path under the Lightning loop
+    summary = run(_cfg(tmp_path, ["max_g_steps=16", "dataset.evaluator.every_n_steps=4", "logger=none",
+                                  "dataset.on_device=true"]), run_dir)
     assert summary["fid"] == 4.0 and summary["best/fid"] == 1.0 and summary["best/fid_step"] == 8
     best = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
     assert best["gancollapse"]["g_steps"] == 8

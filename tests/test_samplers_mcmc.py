@@ -19,8 +19,14 @@ from gancollapse.samplers.mhgan import MHGANSampler
 from gancollapse.samplers.prior import PriorSampler
 from gancollapse.samplers.refined import gaussian_log_kernel
 from gancollapse.samplers.repgan import REPGANSampler, l2mc_log_ratio, l2mc_mean
-from gancollapse.samplers.wlgan import (WLGANSampler, adapt_eta, energy_bin, samc_gamma, samc_update,
-                                        seed_log_ratio)
+from gancollapse.samplers.wlgan import (
+    WLGANSampler,
+    adapt_eta,
+    energy_bin,
+    samc_gamma,
+    samc_update,
+    seed_log_ratio,
+)
 
 MEANS, STD = (-2.0, 2.0), 0.5
 

@@ -41,9 +41,15 @@ def test_short_training_improves_hq_over_untrained_generator(tmp_path):
 
 
 def test_n_critic_counts_d_steps_per_g_step(tmp_path):
-    cfg = compose_cfg(["max_g_steps=10", "n_critic=3", "dataset.evaluator=null"])
+    # 10 batches per epoch and 1 max epoch: max_g_steps, not the epoch limit, decides the length
+    cfg = compose_cfg(["max_g_steps=10", "n_critic=3", "dataset.evaluator=null", "trainer.max_epochs=1"])
     summary = run(cfg, tmp_path)
     assert (summary["g_steps"], summary["d_steps"]) == (10, 30)
+
+
+def test_epoch_limit_applies_without_max_g_steps(tmp_path):
+    cfg = compose_cfg(["max_g_steps=null", "trainer.max_epochs=2", "dataset.evaluator=null"])
+    assert run(cfg, tmp_path)["g_steps"] == 20
 
 
 def test_resume_from_last_checkpoint_continues_step_count(tmp_path):
@@ -99,10 +105,11 @@ def test_nonfinite_loss_steps_are_skipped_counted_and_logged(tmp_path):
 
 
 @pytest.mark.parametrize("override,key", [("dataset.std=-1", "dataset.std"), ("dataset.batch_size=0", "dataset.batch_size"),
-                                          ("n_critic=0", "n_critic")])
+                                          ("n_critic=0", "n_critic"),
+                                          ("max_g_steps=null trainer.max_epochs=-1", "max_g_steps")])
 def test_nonsensical_values_raise_valueerror_naming_the_key(tmp_path, override, key):
     with pytest.raises(ValueError, match=key):
-        run(compose_cfg([override, "max_g_steps=1"]), tmp_path)
+        run(compose_cfg(["max_g_steps=1", *override.split()]), tmp_path)
 
 
 def test_unknown_loss_lists_the_choices():

@@ -10,7 +10,8 @@ reverse KL; images: the run's ImageEvaluator metrics — FID, KID, PRDC, IS — 
 
 * ``samples.pt``  — ``{"x": samples (toy: float points; images: uint8 0–255), "z": latent codes, "sampler", "seed"}``,
 * ``samples.png`` — a scatter over the real data (toy) or an image grid,
-* ``summary.json`` — one flat dict (run identity, ``sampler``, ``sample_seed``, ``n``, metrics, calibration
+* ``summary.json`` — one flat dict (run identity, ``sampler``, ``sampler_overrides`` (``k=v,...`` of the
+  sampler.<key> options), ``tag``, ``sample_seed``, ``n``, metrics, calibration
   Brier scores, sampler diagnostics, ``sampler/seconds`` and ``sampler/samples_per_s``),
 * ``sampler.yaml`` — the resolved sampler config.
 
@@ -183,6 +184,8 @@ def sample_run(run_dir: Path | str, opts: DictConfig | dict, sampler_over: DictC
     summary: dict[str, Any] = {
         **describe_run(handle.cfg),
         "sampler": label,
+        "sampler_overrides": ",".join(f"{k}={v}" for k, v in OmegaConf.to_container(OmegaConf.create(sampler_over or {})).items()),
+        "tag": opts.tag,
         "sample_seed": seed,
         "n": int(opts.n),
         "status": "sampled",

@@ -44,6 +44,8 @@ def validate(cfg: DictConfig) -> None:
             raise ValueError(f"{key} must be >= 1, got {val}")
     if cfg.get("max_g_steps") is not None and int(cfg.max_g_steps) < 1:
         raise ValueError(f"max_g_steps must be >= 1 or null, got {cfg.max_g_steps}")
+    if cfg.get("max_g_steps") is None and cfg.trainer.get("max_epochs", -1) in (None, -1) and cfg.trainer.get("max_steps", -1) in (None, -1):
+        raise ValueError("the run has no length: set max_g_steps=<G steps> or trainer.max_epochs=<epochs>")
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path, module: L.LightningModule) -> list[L.Callback]:
@@ -77,7 +79,10 @@ def run(cfg: DictConfig, run_dir: Path | str) -> dict[str, Any]:
     module = build_module(cfg)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     loggers = [instantiate(lg, save_dir=str(run_dir)) for lg in (cfg.get("logger") or {}).values() if lg is not None]
-    trainer: L.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir),
+    # max_g_steps, when set, is the run's length: the epoch limit must not cut it short (with n_critic=5 an
+    # epoch holds a fifth as many G steps).
+    length = {"max_epochs": -1} if cfg.get("max_g_steps") else {}
+    trainer: L.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir), **length,
                                      callbacks=build_callbacks(cfg, run_dir, module), logger=loggers or False)
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     resume = str(ckpt) if cfg.get("resume", True) and ckpt.is_file() else None

@@ -23,7 +23,12 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 
-from gancollapse.metrics.fid import build_feature_extractor, extract_features, fid_from_features, kid_from_features, real_stats
+from gancollapse.metrics.fid import (
+    build_feature_extractor,
+    fid_from_features,
+    kid_from_features,
+    real_stats,
+)
 
 log = logging.getLogger("gancollapse")
 
@@ -41,11 +46,15 @@ class ImageEvaluator(L.Callback):
         kid: also compute KID (subsets of ``kid_subset_size``).
         prdc: also precision/recall (k=3) and density/coverage (k=5) on ``n_prdc`` real and fake features.
         classifier: path to a ``gancollapse.classifier`` checkpoint, or ``auto`` (the default path for the
-            dataset, skipped silently when absent): enables IS and I-Variance, and on Stacked MNIST mode
-            counting (modes, KL to uniform).
-        grid_size: images in the sample grid PNG (fixed noise), ``<run>/samples/step_XXXXXX.png``; 0: none.
+            dataset, skipped with a warning when absent): enables IS and I-Variance, and on Stacked MNIST mode
+            counting (modes, KL to uniform). With ``feature: inception`` and torch-fidelity's own weights in
+            the torch hub cache, IS/I-Variance come from Inception's logits instead (the standard IS).
+        grid_size: images in the sample grid PNG (fixed noise), ``<run>/samples/step_XXXXXX.png`` (G steps),
+            the last one copied to ``samples/final.png``; 0: none.
         batch_size: generation / feature batch size.
         cache_dir: where real statistics are cached (default ``$GANCOLLAPSE_CACHE`` or ~/.cache/gancollapse).
+        monitor: the metric tracked as ``best/<monitor>`` (lower is better).
+        fid_backend: ``eigh`` (symmetric eigensolves, fast, GPU-native) or ``torchmetrics`` (reference).
         seed: latents, real subset and KID subsets.
     """
 
@@ -53,7 +62,8 @@ class ImageEvaluator(L.Callback):
                  n_real: int = 50_000, feature: str = "inception", feature_dim: int = 64, kid: bool = True,
                  kid_subset_size: int = 1000, kid_subsets: int = 100, prdc: bool = True, n_prdc: int = 5000,
                  classifier: str | None = None, is_splits: int = 10, grid_size: int = 64, grid_nrow: int | None = None,
-                 batch_size: int = 500, cache_dir: str | None = None, monitor: str = "fid", seed: int = 1234) -> None:
+                 batch_size: int = 500, cache_dir: str | None = None, monitor: str = "fid", fid_backend: str = "eigh",
+                 seed: int = 1234) -> None:
         super().__init__()
         every_n_steps, every_n_epochs = int(every_n_steps or 0), int(every_n_epochs or 0)
         if every_n_steps < 0 or every_n_epochs < 0:
@@ -68,7 +78,9 @@ class ImageEvaluator(L.Callback):
         self.kid, self.kid_subset_size, self.kid_subsets = bool(kid), int(kid_subset_size), int(kid_subsets)
         self.prdc, self.n_prdc, self.classifier_path, self.is_splits = bool(prdc), int(n_prdc), classifier, int(is_splits)
         self.grid_size, self.grid_nrow, self.batch_size = int(grid_size), grid_nrow, int(batch_size)
-        self.cache_dir, self.monitor, self.seed = cache_dir, monitor, int(seed)
+        if fid_backend not in ("eigh", "torchmetrics"):
+            raise ValueError(f"dataset.evaluator.fid_backend must be eigh or torchmetrics, got {fid_backend!r}")
+        self.cache_dir, self.monitor, self.seed, self.fid_backend = cache_dir, monitor, int(seed), fid_backend
         self.best: dict[str, float] = {}
         self.history: list[dict[str, float]] = []
         self._last_eval = -1
@@ -96,8 +108,11 @@ class ImageEvaluator(L.Callback):
         identity = f"mnist-{dm.img_size}px-1ch" if getattr(dm, "name", "") == "stacked_mnist" else dm.describe()
         path = default_classifier_path(identity, self.cache_dir)
         if not path.is_file():
-            log.warning("no classifier at %s: IS/mode counts skipped (train one: python -m gancollapse.classifier "
-                        "dataset=%s)", path, "mnist" if dm.name == "stacked_mnist" else dm.name)
+            fix = (f"python -m gancollapse.classifier dataset={'mnist' if dm.name == 'stacked_mnist' else dm.name} "
+                   f"dataset.img_size={dm.img_size}")
+            if self.feature == "classifier":
+                raise FileNotFoundError(f"dataset.evaluator.feature=classifier needs a classifier at {path}: run `{fix}`")
+            log.warning("no classifier at %s: IS/mode counts skipped (train one: %s)", path, fix)
             return None
         return path
 
@@ -119,8 +134,15 @@ class ImageEvaluator(L.Callback):
             dm = self.datamodule
             key = dm.cache_key(self.n_real, self.seed)
             keep = max(self.n_prdc if self.prdc else 0, self.kid_subset_size if self.kid else 0, 2)
-            self._real = real_stats(self._extractor, lambda: dm.sample(self.n_real, seed=self.seed).split(self.batch_size),
-                                    key, self.cache_dir, keep=keep, batch_size=self.batch_size, device=device)
+
+            def real_batches():  # uint8 until the device: 4× less host memory than floats for 50k images
+                from gancollapse.data.images import to_float
+
+                images, _ = dm.sample_uint8(self.n_real, seed=self.seed)
+                return (to_float(b.to(device)) for b in images.split(self.batch_size))
+
+            self._real = real_stats(self._extractor, real_batches, key, self.cache_dir, keep=keep,
+                                    batch_size=self.batch_size, device=device)
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -130,18 +152,24 @@ class ImageEvaluator(L.Callback):
         self._prepare(device)
         feats, probs, modes = [], [], []
         stacked = getattr(self.datamodule, "name", "") == "stacked_mnist"
+        inception_is = getattr(self._extractor, "has_logits", False)
         for z in self.eval_z.split(self.batch_size):
             fake = pl_module.generate(z.shape[0], z=z.to(device), batch_size=self.batch_size)
-            feats.append(self._extractor(fake).float())
+            if inception_is:  # torch-fidelity's weights are in the hub cache: IS from the same forward
+                f, logits = self._extractor.features_and_logits(fake)
+                feats.append(f.float())
+                probs.append(torch.softmax(logits.double(), dim=1))
+            else:
+                feats.append(self._extractor(fake).float())
             if self._classifier is not None:
                 if stacked:
                     from gancollapse.metrics.mode_count import stacked_modes
 
                     modes.append(stacked_modes(fake, self._classifier, self.batch_size))
-                elif fake.shape[1] == self._classifier.config["channels"]:
+                elif not inception_is and fake.shape[1] == self._classifier.config["channels"]:
                     probs.append(torch.softmax(self._classifier(fake).float(), dim=1))
         fake_feats = torch.cat(feats)
-        m: dict[str, float] = {"fid": fid_from_features(self._real, fake_feats)}
+        m: dict[str, float] = {"fid": fid_from_features(self._real, fake_feats, self.fid_backend)}
         real_feats = self._real.features.to(device)
         if self.kid:
             m["kid"], m["kid_std"] = kid_from_features(real_feats, fake_feats, self.kid_subsets, self.kid_subset_size, self.seed)
@@ -199,7 +227,8 @@ class ImageEvaluator(L.Callback):
         """Let monitoring ModelCheckpoints consider the new value now, while the weights are the evaluated
         ones (by default they only look at epoch ends, after more training steps)."""
         for cb in trainer.checkpoint_callbacks:
-            if isinstance(cb, ModelCheckpoint) and cb.monitor and cb.monitor in trainer.callback_metrics:
+            if (isinstance(cb, ModelCheckpoint) and cb.monitor and cb.monitor in trainer.callback_metrics
+                    and hasattr(cb, "_save_topk_checkpoint")):  # private since Lightning 1.x; guarded
                 cb._save_topk_checkpoint(trainer, cb._monitor_candidates(trainer))
 
     # ------------------------------------------------------------------ hooks
@@ -216,6 +245,10 @@ class ImageEvaluator(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if pl_module.g_steps != self._last_eval and pl_module.g_steps > 0:
             self.evaluate(trainer, pl_module)
+        if trainer.is_global_zero and self.run_dir is not None:
+            grids = sorted((self.run_dir / "samples").glob("step_*.png"))
+            if grids:  # the report's thumbnail
+                (self.run_dir / "samples" / "final.png").write_bytes(grids[-1].read_bytes())
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": dict(self.best), "last_eval": self._last_eval}

@@ -166,6 +166,7 @@ class DistGANModule(GANModule):
 
     def _update(self, opt, loss: Tensor, phase: str) -> dict[str, float]:
         """Backward + step; a due :class:`NudgedAdam` projects its gradient first and reports eigenvalues."""
+        self.nonfinite_skips.setdefault(phase, 0)  # the base counts only "d" and "g"
         inner = getattr(opt, "optimizer", opt)
         if not (isinstance(inner, NudgedAdam) and inner.due()):
             self._step(opt, loss, phase)

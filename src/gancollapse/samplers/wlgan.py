@@ -1,4 +1,4 @@
-"""WL-GAN (Hou et al., "Learning where to sample in generative latent space"): collaborative latent sampling.
+"""WL-GAN ("Learning where to sample in generative latent space"; code: zeyihou/collaborative-learn): collaborative latent sampling.
 
 REP-GAN's Metropolis-adjusted L2MC chain on the latent EBM π(z) ∝ p0(z)·exp(d(G(z))) (see
 :mod:`gancollapse.samplers.repgan`), with two modules learned on the fly from the chain's history:
@@ -19,7 +19,7 @@ Fixes of the seed code (docs/REPRODUCING.md; ``seed_compat=true`` restores the s
   seed's BigGAN path does);
 * the adapted η is bounded to [eta_min, eta_max] (the seed's can cross 0);
 * the energy-bin range comes from a warm-up pass (quantiles of the energies a short θ-free chain visits
-  from the prior) instead of the hard-coded [130, 210] (``energy_range`` fixes it by hand).
+  from the prior) instead of the hard-coded [130, 210] (``energy_range`` fixes it by hand);
 * the seed keeps one θ per chain, so with γ_t ≥ 0.625 over a 640-step chain each θ is noise and each
   chain is pushed to the lowest energy levels, which exist only in D's favourite modes (measured: mode
   collapse, docs/RESULTS.md); we pool the hit histogram of the batch's chains (population SAMC,
