@@ -104,14 +104,15 @@ def _inverse_table() -> dict[str, str]:
     return inverse
 
 
-def _random_fid_helper_state(shapes: dict[str, torch.Size]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """A random state dict in fid-helper's TorchScript naming, built by inverting the documented table."""
+def _random_fid_helper_state(shapes: dict[str, torch.Size], he: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A random state dict in fid-helper's TorchScript naming, built by inverting the documented table
+    (``he``: He-scaled conv weights so that 94 layers keep finite activations)."""
     inverse = _inverse_table()
     g = torch.Generator().manual_seed(0)
     state = {}
     for pt, jit in inverse.items():
         w = shapes[f"{pt}.conv.weight"]
-        state[f"{jit}.weight"] = torch.randn(w, generator=g)
+        state[f"{jit}.weight"] = torch.randn(w, generator=g) * ((2.0 / w[1:].numel()) ** 0.5 if he else 1.0)
         for t in ("beta", "mean", "var"):
             state[f"{jit}.{t}"] = torch.rand(w[0], generator=g) + (0.5 if t == "var" else 0.0)
     return state, inverse
@@ -193,7 +194,7 @@ def test_inception_logits_used_only_when_the_weights_have_a_classifier(tmp_path,
     of the fid-helper conversion does not."""
     from gancollapse.metrics.fid import InceptionFeatures
 
-    state, _ = _random_fid_helper_state(_fidelity_layout_shapes())
+    state, _ = _random_fid_helper_state(_fidelity_layout_shapes(), he=True)
     converted = convert_fid_helper_state_dict(state)
     zero_fc = tmp_path / "zero.pth"
     torch.save(converted, zero_fc)
@@ -209,5 +210,5 @@ def test_inception_logits_used_only_when_the_weights_have_a_classifier(tmp_path,
     with torch.no_grad():
         feats, logits = ext.features_and_logits(x)
         assert torch.allclose(ext(x), feats)
-    assert logits.shape == (2, 1008)
+    assert logits.shape == (2, 1008) and torch.isfinite(feats).all()
     assert torch.allclose(logits, feats @ converted["fc.weight"].t(), rtol=1e-4, atol=1e-5)  # unbiased logits

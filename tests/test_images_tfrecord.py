@@ -113,3 +113,14 @@ def test_prepare_script_and_training_from_tfrecords(tmp_path):
                        "dataset.evaluator.kid=false", f"+dataset.evaluator.cache_dir={tmp_path}", "logger=none"], tiny=False)
     summary = run(cfg, tmp_path / "run")
     assert summary["g_steps"] == 6 and summary["fid"] > 0
+
+
+def test_ddp_sharding_splits_parts_or_seeds():
+    from gancollapse.data.tfrecord import shard_files
+
+    files = ["p0", "p1", "p2", "p3"]
+    assert shard_files(files, 10, 0, 1, 5) == (files, 10, 5)
+    assert shard_files(files, 10, 1, 2, 5) == (["p1", "p3"], 3 + 2, 5)  # parts hold 3, 3, 2, 2 records
+    assert shard_files(files, 10, 0, 2, 5) == (["p0", "p2"], 3 + 2, 5)
+    f, n, seed = shard_files(files, 10, 2, 3, 5)
+    assert f == files and n == 3 and seed != 5

@@ -247,6 +247,20 @@ class TFRecordBatches:
             yield images, labels
 
 
+def shard_files(files: list[str], count: int, rank: int, world: int, seed: int) -> tuple[list[str], int, int]:
+    """Files, record count and shuffle seed for one DDP rank. With parts divisible by the world size each rank
+    reads its own parts (ALAE's rule; record i is in part i mod parts); otherwise every rank reads all parts
+    with its own shuffle seed and an equal share of the epoch."""
+    if world <= 1:
+        return files, count, seed
+    parts = len(files)
+    if parts % world == 0:
+        mine = list(range(rank, parts, world))
+        n = sum(count // parts + (1 if p < count % parts else 0) for p in mine)
+        return [files[p] for p in mine], n, seed
+    return files, count // world, seed + 7919 * rank
+
+
 class TFRecordDataModule(ImageDataModule):
     """Images from TFRecords written by :func:`write_tfrecords` (``scripts/prepare_tfrecords.py``).
 
@@ -325,7 +339,10 @@ class TFRecordDataModule(ImageDataModule):
             images, labels = self.read_all()
             return DeviceBatches(UInt8Images(images, labels).to(self._device()), self.batch_size, True,
                                  self.drop_last, rank, world, self.seed)
-        return TFRecordBatches(files, len(self), self.channels, self.img_size, self.batch_size, self.buffer_size, self.seed)
+        trainer = getattr(self, "trainer", None)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        files, count, seed = shard_files(files, len(self), rank, world, self.seed)
+        return TFRecordBatches(files, count, self.channels, self.img_size, self.batch_size, self.buffer_size, seed)
 
     def sample_uint8(self, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
         return self.read_all(n, seed=seed + 1)
