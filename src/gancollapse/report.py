@@ -1,7 +1,8 @@
 """Sweep report: ``python -m gancollapse.report <multirun dir>``.
 
-Reads only each run's ``summary.json`` and ``config.yaml`` (plus sampler sub-runs
-``samples_<sampler>/summary.json``) and writes ``leaderboard.md``, ``leaderboard.csv`` and
+Reads only each run's ``summary.json`` and ``config.yaml`` (plus the sampler sub-runs that
+``python -m gancollapse.sample`` writes, ``<run>/samples_<sampler>[_<tag>]/summary.json``, so pointing it at one
+run dir compares samplers on that run) and writes ``leaderboard.md``, ``leaderboard.csv`` and
 ``scatter_grid.png`` (each run's final scatter or sample grid) into the sweep directory.
 """
 
@@ -22,6 +23,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("regularizers", "regularizers", "{}"),
     ("sampler", "sampler", "{}"),
     ("seed", "seed", "{}"),
+    ("sample_seed", "sample seed", "{}"),
     ("toy/modes", "modes", "{:.0f}"),
     ("toy/hq_fraction", "HQ %", "{:.1%}"),
     ("toy/reverse_kl", "reverse KL", "{:.3f}"),
