@@ -92,7 +92,9 @@ def markdown(table: list[dict[str, Any]]) -> str:
     head = "| model | z | seeds | " + " | ".join(label for _, label in METRICS) + " |"
     lines = [head, "|" + "---|" * (3 + len(METRICS))]
     for e in table:
-        cells = [f"{m:.2f} ± {s:.2f}" if not math.isnan(m) else "—" for m, s in (e[k] for k, _ in METRICS)]
+        # Two decimals for scores; three significant digits for ratios and eigenvalues spanning decades.
+        cells = [("—" if math.isnan(m) else f"{m:.2f} ± {s:.2f}" if k in ("is", "observatory/classes_covered")
+                  else f"{m:.3g} ± {s:.2g}") for k, (m, s) in ((k, e[k]) for k, _ in METRICS)]
         lines.append(f"| {e['model']} | {e['z_dim']} | {e['seeds']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
