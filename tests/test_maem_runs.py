@@ -105,3 +105,15 @@ def test_maem_cifar10_experiment_short_cpu_run_logs_all_terms(tmp_path: Path) ->
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     lrs = [s["_last_lr"][0] for s in ckpt["lr_schedulers"]]
     assert lrs == pytest.approx([1e-4 * 0.9**3] * 2)  # 6 epochs, ×0.9 every 2
+
+
+@pytest.mark.skipif(not (Path(CONF_DIR) / "model/dcgan64.yaml").is_file(), reason="DCGAN-64 config (issue 3) not present")
+def test_maem_celeba_recipe_builds_the_papers_nets() -> None:
+    from gancollapse.build import build_module
+
+    cfg = compose_cfg(["experiment=maem_celeba", "model.generator.base=4", "model.discriminator.base=4"], tiny=False)
+    assert (cfg.z_dim, cfg.regularizer.maem.sigma, cfg.regularizer.maem.code_dim) == (128, 0.05, 32)
+    module = build_module(cfg)
+    codes = module.discriminator(module.generator(torch.randn(2, 128)))
+    assert codes.shape == (2, 32)
+    assert set(module.regularizers) == {"maem", "dlle", "disomap"}
