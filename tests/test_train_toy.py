@@ -167,3 +167,17 @@ def test_csv_logger_flushes_without_finalize_and_appends_on_reopen(tmp_path):
     second = CSVLogger(str(tmp_path), flush_every_s=0)
     second.log_metrics({"a": 2.0, "b": 3.0}, 100)
     assert (tmp_path / "metrics.csv").read_text().splitlines() == ["a,b,step", "1.0,,50", "2.0,3.0,100"]
+
+
+def test_image_dataset_picks_image_nets_and_adam_and_maem_trains(tmp_path):
+    from gancollapse.train import resolve_default_choice
+
+    assert resolve_default_choice("model", "default/cifar10") == "dcgan32"
+    assert resolve_default_choice("model", "default/celeba") == "dcgan64"
+    assert resolve_default_choice("optim", "default/ring") == "rmsprop"
+    cfg = compose_cfg(["regularizer=maem", "dataset=digits", "model.generator.base=8", "model.discriminator.base=8",
+                       "max_g_steps=3", "dataset.evaluator=null", "log_every_n_steps=1"], tiny=False)
+    assert cfg.model.generator._target_.endswith("DCGAN32Generator") and cfg.optim.generator._target_ == "torch.optim.Adam"
+    assert run(cfg, tmp_path)["g_steps"] == 3
+    header = (tmp_path / "metrics.csv").read_text().splitlines()[0]
+    assert "train/maem_entropy_real" in header and "train/dlle" in header

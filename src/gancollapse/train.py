@@ -98,13 +98,24 @@ def run(cfg: DictConfig, run_dir: Path | str) -> dict[str, Any]:
     return summary
 
 
+def resolve_default_choice(group: str, choice: str | None) -> str | None:
+    """``model=default/<dataset>`` is an alias file; report the option it selects (``dcgan32``)."""
+    if not choice or not choice.startswith("default/"):
+        return choice
+    alias = Path(CONF_DIR) / group / f"{choice}.yaml"
+    for entry in OmegaConf.load(alias).get("defaults", []) if alias.is_file() else []:
+        if isinstance(entry, str) and entry.startswith(f"/{group}/"):
+            return entry[len(group) + 2 :].split("@")[0]
+    return choice
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     # A job started in the background inherits SIGINT=ignored; Ctrl-C / kill -INT must still stop it cleanly.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     hc = HydraConfig.get()
     with open_dict(cfg):
-        cfg.choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")}
+        cfg.choices = {k: resolve_default_choice(k, v) for k, v in hc.runtime.choices.items() if not k.startswith("hydra")}
     run_dir = Path(hc.runtime.output_dir)
     try:
         summary = run(cfg, run_dir)
