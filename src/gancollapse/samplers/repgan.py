@@ -17,6 +17,7 @@ state of each chain is kept. Defaults are the REP-GAN code's (τ = 0.01, η = 0.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -44,6 +45,34 @@ def mh_accept(log_ratio: Tensor, gen: torch.Generator) -> Tensor:
     return u.log() <= torch.nan_to_num(log_ratio, nan=-math.inf)
 
 
+def l2mc_chain(target: Callable[[Tensor], tuple[Tensor, Tensor, Tensor]], z: Tensor, steps: int, tau: float,
+               eta: float, gen: torch.Generator,
+               visit: Callable[[Tensor, Tensor], None] | None = None) -> tuple[Tensor, Tensor]:
+    """Run ``steps`` L2MC (MALA) moves with an exact MH test at a fixed step from ``z``.
+
+    ``target(z) -> (log π(z), d(z), ∇log π(z))``; ``visit(z, d)`` sees the initial state and the state after
+    every move (WL-GAN's warm-up records energies through it). Returns (final z, per-chain acceptance rate).
+    """
+    log_pi, d, grad = target(z)
+    mean = l2mc_mean(z, grad, tau)
+    eta_t = torch.full((len(z),), eta, device=z.device)
+    accepted = torch.zeros(len(z), device=z.device)
+    if visit is not None:
+        visit(z, d)
+    for _ in range(steps):
+        z_new = mean + eta * torch.randn(z.shape, device=z.device, generator=gen)
+        log_pi_new, d_new, grad_new = target(z_new)
+        mean_new = l2mc_mean(z_new, grad_new, tau)
+        acc = mh_accept(l2mc_log_ratio(log_pi, log_pi_new, z, z_new, mean, mean_new, eta_t), gen)
+        z = torch.where(acc[:, None], z_new, z)
+        mean = torch.where(acc[:, None], mean_new, mean)
+        log_pi, d = torch.where(acc, log_pi_new, log_pi), torch.where(acc, d_new, d)
+        accepted += acc.float()
+        if visit is not None:
+            visit(z, d)
+    return z, accepted / max(steps, 1)
+
+
 class REPGANSampler(RefinedSampler):
     """Args (besides :class:`RefinedSampler`'s): ``chain_length`` (640), ``tau`` step (0.01), ``eta`` noise
     scale (0.1; null: √τ, plain MALA)."""
@@ -65,18 +94,7 @@ class REPGANSampler(RefinedSampler):
     def sample_chains(self, generator: nn.Module, discriminator: nn.Module, m: int, z_dim: int,
                       device: torch.device, gen: torch.Generator) -> Tensor:
         z = self.prior(m, z_dim, device, gen)
-        log_pi, _, grad = self.log_target_and_grad(generator, discriminator, z)
-        mean = l2mc_mean(z, grad, self.tau)
-        eta = torch.full((m,), self.eta, device=device)
-        accepted = torch.zeros(m, device=device)
-        for _ in range(self.chain_length):
-            z_new = mean + self.eta * torch.randn(z.shape, device=device, generator=gen)
-            log_pi_new, _, grad_new = self.log_target_and_grad(generator, discriminator, z_new)
-            mean_new = l2mc_mean(z_new, grad_new, self.tau)
-            acc = mh_accept(l2mc_log_ratio(log_pi, log_pi_new, z, z_new, mean, mean_new, eta), gen)
-            z = torch.where(acc[:, None], z_new, z)
-            mean = torch.where(acc[:, None], mean_new, mean)
-            log_pi = torch.where(acc, log_pi_new, log_pi)
-            accepted += acc.float()
-        self.record("acceptance", accepted / self.chain_length)
+        z, acceptance = l2mc_chain(lambda x: self.log_target_and_grad(generator, discriminator, x), z,
+                                   self.chain_length, self.tau, self.eta, gen)
+        self.record("acceptance", acceptance)
         return z

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from gancollapse.samplers.refined import RefinedSampler, normal_log_density
-from gancollapse.samplers.repgan import l2mc_log_ratio, l2mc_mean, mh_accept
+from gancollapse.samplers.repgan import l2mc_chain, l2mc_log_ratio, l2mc_mean, mh_accept
 
 
 def samc_gamma(t: int, t0: float) -> float:
@@ -170,19 +170,9 @@ class WLGANSampler(RefinedSampler):
         """Energy quantiles over a θ-free L2MC warm-up from the prior (covers the prior's typical energies
         and the low energies the chains reach)."""
         z = self.prior(self.warmup_chains, z_dim, device, gen)
-        log_pi, d, grad = self.log_target_and_grad(generator, discriminator, z)
-        mean = l2mc_mean(z, grad, self.tau)
-        eta = torch.full((len(z),), self.eta0, device=device)
-        energies = [self.energy(z, d)]
-        for _ in range(self.warmup_steps):
-            z_new = mean + self.eta0 * torch.randn(z.shape, device=device, generator=gen)
-            log_pi_new, d_new, grad_new = self.log_target_and_grad(generator, discriminator, z_new)
-            mean_new = l2mc_mean(z_new, grad_new, self.tau)
-            acc = mh_accept(l2mc_log_ratio(log_pi, log_pi_new, z, z_new, mean, mean_new, eta), gen)
-            z = torch.where(acc[:, None], z_new, z)
-            mean = torch.where(acc[:, None], mean_new, mean)
-            log_pi, d = torch.where(acc, log_pi_new, log_pi), torch.where(acc, d_new, d)
-            energies.append(self.energy(z, d))
+        energies: list[Tensor] = []
+        l2mc_chain(lambda x: self.log_target_and_grad(generator, discriminator, x), z, self.warmup_steps,
+                   self.tau, self.eta0, gen, visit=lambda zz, dd: energies.append(self.energy(zz, dd)))
         e = torch.cat(energies).double().cpu()
         e = e[torch.isfinite(e)]
         lo, hi = torch.quantile(e, torch.tensor(self.warmup_quantiles, dtype=torch.float64)).tolist()
