@@ -48,7 +48,7 @@ def validate(cfg: DictConfig) -> None:
         raise ValueError("the run has no length: set max_g_steps=<G steps> or trainer.max_epochs=<epochs>")
 
 
-def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
+def build_callbacks(cfg: DictConfig, run_dir: Path, module: L.LightningModule) -> list[L.Callback]:
     callbacks: list[L.Callback] = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     evaluator = cfg.dataset.get("evaluator")
     if evaluator is not None:
@@ -83,7 +83,7 @@ def run(cfg: DictConfig, run_dir: Path | str) -> dict[str, Any]:
     # epoch holds a fifth as many G steps).
     length = {"max_epochs": -1} if cfg.get("max_g_steps") else {}
     trainer: L.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir), **length,
-                                     callbacks=build_callbacks(cfg, run_dir), logger=loggers or False)
+                                     callbacks=build_callbacks(cfg, run_dir, module), logger=loggers or False)
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     resume = str(ckpt) if cfg.get("resume", True) and ckpt.is_file() else None
     if resume:
