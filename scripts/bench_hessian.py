@@ -31,6 +31,7 @@ import torch
 
 from gancollapse.metrics.observatory import CollapseObservatory
 from gancollapse.models.distgan import DistGANModule
+from gancollapse.models.gan import PhaseBatch
 from gancollapse.nets.mnist import MnistDiscriminator, MnistEncoder, MnistGenerator, count_parameters
 from gancollapse.optim.lanczos import hessian_eigenpairs
 from gancollapse.samplers.prior import PriorSampler
@@ -69,17 +70,15 @@ def bench(bridge: str, device: torch.device, repeats: int, every: int, observato
     torch.manual_seed(0)
     module = DistGANModule(MnistGenerator(Z, bridge=bridge), MnistDiscriminator(), MnistEncoder(Z),
                            sampler=PriorSampler("uniform"), z_dim=Z, schedule_steps=100_000).to(device)
-    module.manual_backward = lambda loss: loss.backward()
-    opt_g, opt_d, opt_r = module.configure_optimizers()
+    module.use_optimizers(module.configure_optimizers())
     real = (torch.rand(B, 1, 28, 28, device=device) * 2 - 1)
 
     def g_step():
-        module.generator_step(real, module.sample_z(B), opt_g)
+        module._update(module.g_loss(PhaseBatch(real, module.sample_z(B)))["loss"], "g")
 
     def iteration():
-        module.reconstruction_step(real, module.sample_z(B), opt_r)
-        module.discriminator_step(real, module.sample_z(B), opt_d)
-        module.generator_step(real, module.sample_z(B), opt_g)
+        for _ in range(3):  # R, D, G, each on its own batch
+            module.training_step(real)
 
     def lanczos():
         loss = module.generator_loss(real, module.sample_z(B))["g_total"]

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from gancollapse.models.distgan import DistGANModule
-from gancollapse.nets.mnist import MnistDiscriminator, MnistEncoder, MnistGenerator
-from gancollapse.regularizers.distgan import (
+from gancollapse.models.distgan_losses import (
     discriminator_score_loss,
     generator_score_loss,
     interpolate,
@@ -18,6 +17,8 @@ from gancollapse.regularizers.distgan import (
     score_weights,
     slope_penalty,
 )
+from gancollapse.models.gan import PhaseBatch
+from gancollapse.nets.mnist import MnistDiscriminator, MnistEncoder, MnistGenerator
 from gancollapse.samplers.prior import PriorSampler
 
 
@@ -89,7 +90,7 @@ def _module(**kw) -> DistGANModule:
     torch.manual_seed(0)
     m = DistGANModule(MnistGenerator(z_dim=2, dim=4, bridge="crop"), MnistDiscriminator(dim=4), MnistEncoder(z_dim=2, dim=4),
                       sampler=PriorSampler("uniform"), z_dim=2, schedule_steps=10, **kw)
-    m.manual_backward = lambda loss: loss.backward()  # no Trainer in a unit test
+    m.use_optimizers(m.configure_optimizers())  # no Trainer in a unit test
     return m
 
 
@@ -104,25 +105,22 @@ def _changed(net, before):
 def test_phases_update_only_their_nets():
     m = _module()
     assert m.lambda_w == pytest.approx(math.sqrt(2 / 256))  # f = 4·4·(4·4) values
-    opt_g, opt_d, opt_r = m.configure_optimizers()
+    opt_g, opt_d, opt_r = m._standalone_opts
     assert {id(p) for p in opt_r.param_groups[0]["params"]} == {id(p) for p in [*m.encoder.parameters(), *m.generator.parameters()]}
     real, z = torch.rand(8, 1, 28, 28) * 2 - 1, m.sample_z(8)
     nets = {"g": m.generator, "d": m.discriminator, "e": m.encoder}
     expect = {"r": {"g", "e"}, "d": {"d"}, "g": {"g"}}
-    for phase, fn, opt in (("r", m.reconstruction_step, opt_r), ("d", m.discriminator_step, opt_d), ("g", m.generator_step, opt_g)):
+    for phase in ("r", "d", "g"):
+        assert m.current_phase() == phase
         before = {k: _snapshot(n) for k, n in nets.items()}
         with torch.random.fork_rng():
-            fn(real, z, opt)
+            m.training_step(real)
         changed = {k for k, n in nets.items() if _changed(n, before[k])}
         # BatchNorm running stats are buffers, not parameters: only the optimised nets may move.
         assert changed == expect[phase], phase
     d_terms = m.discriminator_loss(real, z)
     assert d_terms["gp"].requires_grad and d_terms["gp"].item() > 0
-    assert m.current_phase() == "r"
-    m.r_steps = 1
-    assert m.current_phase() == "d"
-    m.d_steps = 1
-    assert m.current_phase() == "g"
+    assert m.current_phase() == "r" and m.steps == {"r": 1, "d": 1, "g": 1}
 
 
 def test_distgan_rejects_bad_config():
@@ -136,7 +134,7 @@ def test_distgan_rejects_bad_config():
 
 def test_nonfinite_reconstruction_loss_is_skipped_and_counted():
     m = _module()
-    _, _, opt_r = m.configure_optimizers()
     before = _snapshot(m.encoder)
-    m._update(opt_r, torch.tensor(float("nan"), requires_grad=True), "r")
+    loss = m.r_loss(PhaseBatch(torch.rand(8, 1, 28, 28), m.sample_z(8)))["loss"] * float("nan")
+    m._update(loss, "r")
     assert m.nonfinite_skips["r"] == 1 and not _changed(m.encoder, before)

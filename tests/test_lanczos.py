@@ -78,7 +78,7 @@ def test_nudge_removes_exactly_the_sharp_eigen_direction():
     a = q @ torch.diag(torch.tensor([1000.0, 10.0, 1.0, 0.1], dtype=torch.float64)) @ q.T
     b = torch.randn(4, dtype=torch.float64, generator=gen)
     theta = nn.Parameter(torch.randn(4, dtype=torch.float64, generator=gen))
-    opt = NudgedAdam([theta], lr=0.1, k=2, iterations=4, threshold=500.0, every_n_steps=3)
+    opt = NudgedAdam([theta], lr=0.1, k=2, iterations=4, threshold=500.0, every_n_steps=3, project="gradient")
     assert opt.due()
     loss = 0.5 * theta @ a @ theta + b @ theta
     report = opt.nudge(loss)
@@ -94,11 +94,47 @@ def test_nudge_removes_exactly_the_sharp_eigen_direction():
     opt.step()
     assert not opt.due() and opt.steps_taken == 1
     # Below threshold nothing is removed; the counters survive a state-dict round trip.
-    opt2 = NudgedAdam([theta], lr=0.1, k=2, iterations=4, threshold=5000.0)
+    opt2 = NudgedAdam([theta], lr=0.1, k=2, iterations=4, threshold=5000.0, project="gradient")
     opt2.nudge(0.5 * theta @ a @ theta + b @ theta)
     torch.testing.assert_close(theta.grad, (a @ theta + b).detach())
     opt2.load_state_dict(opt.state_dict())
     assert opt2.steps_taken == 1 and opt2.fired_total == 1
+
+
+def _sharp_quadratic():
+    gen = torch.Generator().manual_seed(5)
+    q, _ = torch.linalg.qr(torch.randn(4, 4, dtype=torch.float64, generator=gen))
+    a = q @ torch.diag(torch.tensor([1000.0, 10.0, 1.0, 0.1], dtype=torch.float64)) @ q.T
+    b = torch.randn(4, dtype=torch.float64, generator=gen)
+    theta0 = torch.randn(4, dtype=torch.float64, generator=gen)
+    return a, b, theta0, q[:, 0]
+
+
+@pytest.mark.parametrize("project", ["update", "gradient"])
+def test_update_projection_stops_momentum_along_sharp_direction(project):
+    """With momentum built by plain steps, only projecting the applied update (and the first moment) keeps
+    the nudged step, and the ones after it, off the sharp eigenvector."""
+    a, b, theta0, v1 = _sharp_quadratic()
+    theta = nn.Parameter(theta0.clone())
+    opt = NudgedAdam([theta], lr=0.01, betas=(0.9, 0.999), k=1, iterations=4, threshold=500.0,
+                     every_n_steps=4, project=project)
+    for step in range(6):
+        before = theta.detach().clone()
+        opt.zero_grad()
+        loss = 0.5 * theta @ a @ theta + b @ theta
+        if opt.due() and step > 0:
+            opt.nudge(loss)
+            opt.step()
+            moved = float((theta.detach() - before) @ v1)
+            moment = float(opt.state[theta]["exp_avg"] @ v1)
+            if project == "update":
+                assert abs(moved) < 1e-12 and abs(moment) < 1e-12
+            else:  # the gradient's component is gone, the momentum's is not
+                assert abs(moved) > 1e-4 and abs(moment) > 1e-4
+            return
+        loss.backward()
+        opt.step()
+    raise AssertionError("no nudge happened")
 
 
 def test_nudged_adam_rejects_bad_options():
@@ -107,3 +143,5 @@ def test_nudged_adam_rejects_bad_options():
         NudgedAdam(p, k=5, iterations=2)
     with pytest.raises(ValueError, match="every_n_steps"):
         NudgedAdam(p, every_n_steps=0)
+    with pytest.raises(ValueError, match="project"):
+        NudgedAdam(p, project="moments")

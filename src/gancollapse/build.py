@@ -11,9 +11,10 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gancollapse.module import GANModule
+from gancollapse.models.gan import GANModule
 
-# Keys of a dataset config that describe evaluation rather than the datamodule's constructor.
+# Keys of a dataset config that are not the datamodule's constructor's: its name, and the evaluation keys that
+# runs saved before the ``evaluator`` config group (conf/evaluator/) still carry there (loadable as they are).
 DATASET_META_KEYS = ("name", "evaluator", "monitor", "monitor_mode")
 NET_KEYS_RESERVED = ("module",)
 
@@ -48,8 +49,8 @@ def build_module(cfg: DictConfig) -> GANModule:
         raise ValueError("model config must define 'generator' and 'discriminator' nodes with a _target_")
     regularizers = {name: instantiate_checked(node) for name, node in (cfg.get("regularizer") or {}).items() if node is not None}
     optim = {k: instantiate(v) for k, v in (cfg.get("optim") or {}).items() if v is not None}
-    module_cfg = cfg.model.get("module") or OmegaConf.create({"_target_": "gancollapse.module.GANModule"})
-    extra: dict[str, Any] = {k: cfg[k] for k in ("n_critic", "g_reuse_z", "log_every_n_steps", "skip_nonfinite", "compile") if k in cfg}
+    module_cfg = cfg.model.get("module") or OmegaConf.create({"_target_": "gancollapse.models.gan.GANModule"})
+    extra: dict[str, Any] = {k: cfg[k] for k in ("n_critic", "g_reuse_z", "log_every_n_steps", "skip_nonfinite", "accumulate_grad_batches", "compile") if k in cfg}
     return instantiate_checked(
         module_cfg,
         **nets,

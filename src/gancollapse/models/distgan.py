@@ -1,10 +1,10 @@
-"""Dist-GAN (Tran, Bui & Cheung, ECCV 2018) as a :class:`~gancollapse.module.GANModule` subclass.
+"""Dist-GAN (Tran, Bui & Cheung, ECCV 2018) as a :class:`~gancollapse.models.gan.GANModule` subclass.
 
 One Dist-GAN iteration is three optimizer steps in the reference order (tntrung/gan ``distgan.py``), each
 on a *fresh* batch — here each on its own ``training_step``, so the dataloader supplies the fresh batches:
 
 1. **R:** encoder E (and, on MNIST, G) minimise the latent-distance constraint
-   (:func:`~gancollapse.regularizers.distgan.reconstruction_loss`);
+   (:func:`~gancollapse.models.distgan_losses.reconstruction_loss`);
 2. **D:** the discriminator-score constraint + λ_p·GP (reference slope form);
 3. **G:** |mean σ(D(x)) − mean σ(D(G(z)))|.
 
@@ -12,10 +12,11 @@ Each phase has its own Adam (as the reference's three ``AdamOptimizer`` s, so R 
 estimates for G's weights). ``d_steps``/``g_steps`` count D and G steps as in the base module (one of each
 per iteration), ``r_steps`` the R steps; the μ schedule runs on the iteration count = ``d_steps``.
 
-NuGAN: if the G (or D) optimizer is a :class:`~gancollapse.optim.nudged_adam.NudgedAdam`, its spectral
-check runs on that phase's loss when due, and all eigenvalues go to the loggers as ``nugan/g/eig*``.
-
-The math lives in :mod:`gancollapse.regularizers.distgan`; this class only orchestrates.
+The class only declares its phases (``r_loss``, ``d_loss``, ``g_loss``), their optimizers and their
+schedule; every update goes through the shared :meth:`GANModule._update`, so non-finite skipping and
+NuGAN's nudge (a :class:`~gancollapse.optim.nudged_adam.NudgedAdam` on G or D, eigenvalues logged as
+``nugan/g/eig*``) behave exactly as in the plain GAN. The math lives in
+:mod:`gancollapse.models.distgan_losses`.
 """
 
 from __future__ import annotations
@@ -28,11 +29,9 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from gancollapse.callbacks import MaxGSteps
 from gancollapse.losses import NonSaturatingLoss, Objective
-from gancollapse.module import GANModule, _as_batch, _build
-from gancollapse.optim.nudged_adam import NudgedAdam
-from gancollapse.regularizers.base import Regularizer, Step
-from gancollapse.regularizers.distgan import (
+from gancollapse.models.distgan_losses import (
     discriminator_score_loss,
     generator_score_loss,
     interpolate,
@@ -41,6 +40,9 @@ from gancollapse.regularizers.distgan import (
     score_weights,
     slope_penalty,
 )
+from gancollapse.models.gan import GANModule, PhaseBatch, _build
+from gancollapse.optim.nudged_adam import NudgedAdam
+from gancollapse.regularizers.base import Regularizer, Step
 from gancollapse.samplers.prior import PriorSampler
 
 
@@ -88,7 +90,8 @@ class DistGANModule(GANModule):
                  objective: Objective | None = None, regularizers: Mapping[str, Regularizer] | None = None,
                  sampler: PriorSampler | None = None, optim: DictConfig | Mapping | None = None, z_dim: int = 100,
                  n_critic: int = 1, g_reuse_z: bool = False, log_every_n_steps: int = 50,
-                 skip_nonfinite: bool = True, compile: bool | str = False, lambda_p: float = 1.0, lambda_r: float = 1.0,
+                 skip_nonfinite: bool = True, accumulate_grad_batches: int = 1, compile: bool | str = False,
+                 lambda_p: float = 1.0, lambda_r: float = 1.0,
                  lambda_w: float | None = None, schedule_steps: int | None = None, r_updates_generator: bool = True,
                  gp_reduction: Literal["mean", "sum"] = "mean", nudge: Mapping | None = None,
                  nudge_discriminator: bool = False) -> None:
@@ -96,7 +99,7 @@ class DistGANModule(GANModule):
             raise ValueError(f"n_critic must be 1 for Dist-GAN (one R, one D and one G step per iteration, as "
                              f"the reference), got {n_critic}")
         super().__init__(generator, discriminator, objective or NonSaturatingLoss(), regularizers, sampler, optim,
-                         z_dim, 1, g_reuse_z, log_every_n_steps, skip_nonfinite, compile)
+                         z_dim, 1, g_reuse_z, log_every_n_steps, skip_nonfinite, accumulate_grad_batches, compile)
         if lambda_p < 0 or lambda_r < 0:
             raise ValueError(f"model.module.lambda_p and lambda_r must be >= 0, got {lambda_p}, {lambda_r}")
         if schedule_steps is not None and int(schedule_steps) < 1:
@@ -125,11 +128,28 @@ class DistGANModule(GANModule):
             # Hessian-vector products of a gradient penalty are third derivatives, which BatchNorm lacks.
             raise ValueError("model.module.nudge_discriminator=true with the gradient penalty needs a D without "
                              "BatchNorm: set model.discriminator.batch_norm=false (or model.module.lambda_p=0)")
-        self.r_steps = 0
         # Dist-GAN's D has BatchNorm; its features are computed in separate passes like the reference.
         self.concat_d = False
 
+    optimizer_names = ("generator", "discriminator", "encoder")
+    phase_optimizers = {"r": "encoder", "d": "discriminator", "g": "generator"}
+    log_phase = "g"
+
+    @property
+    def r_steps(self) -> int:
+        return self.steps.get("r", 0)
+
     # ------------------------------------------------------------------ optimisation
+    def optimizer_params(self, name: str) -> list[Tensor]:
+        if name != "encoder":
+            return super().optimizer_params(name)
+        params = list(self.encoder.parameters())
+        return params + list(self.generator.parameters()) if self.r_updates_generator else params
+
+    def default_optimizer(self, name: str, params: list[Tensor]) -> torch.optim.Optimizer:
+        # The reference uses one Adam recipe (lr 2e-4, betas (0.5, 0.9)) for all three steps.
+        return torch.optim.Adam(params, lr=2e-4, betas=(0.5, 0.9))
+
     def _nudged(self, opt: torch.optim.Optimizer) -> NudgedAdam:
         """A NudgedAdam over ``opt``'s parameters with its Adam hyperparameters and ``self.nudge_cfg``."""
         group = opt.param_groups[0]
@@ -139,55 +159,26 @@ class DistGANModule(GANModule):
 
     def configure_optimizers(self):
         base = super().configure_optimizers()
-        if self.nudge_cfg:
-            opts = base[0] if isinstance(base, tuple) else base
-            opts[0] = self._nudged(opts[0])
-            if self.nudge_discriminator:
-                opts[1] = self._nudged(opts[1])
-            if isinstance(base, tuple):
-                sched_cfg = (self.optim_cfg or {})["scheduler"]
-                base = (opts, [_build(sched_cfg, opts[0]), _build(sched_cfg, opts[1])])
-        cfg = self.optim_cfg or {}
-        make_r = cfg.get("encoder") if cfg else None
-        params = list(self.encoder.parameters())
-        if self.r_updates_generator:
-            params += list(self.generator.parameters())
-        if make_r is not None:
-            opt_r = _build(make_r, params)
-        else:
-            # The reference uses one Adam recipe for all three; fall back to G's, minus any nudging.
-            g = base[0][0] if isinstance(base, tuple) else base[0]
-            group = g.param_groups[0]
-            opt_r = torch.optim.Adam(params, lr=group["lr"], betas=group["betas"], eps=group["eps"])
-        if isinstance(base, tuple):
-            opts, scheds = base
-            return [*opts, opt_r], [*scheds, _build(cfg["scheduler"], opt_r)]
-        return [*base, opt_r]
-
-    def _update(self, opt, loss: Tensor, phase: str) -> dict[str, float]:
-        """Backward + step; a due :class:`NudgedAdam` projects its gradient first and reports eigenvalues."""
-        self.nonfinite_skips.setdefault(phase, 0)  # the base counts only "d" and "g"
-        inner = getattr(opt, "optimizer", opt)
-        if not (isinstance(inner, NudgedAdam) and inner.due()):
-            self._step(opt, loss, phase)
-            return {}
-        if self.skip_nonfinite and not torch.isfinite(loss).item():
-            self.nonfinite_skips[phase] += 1
-            opt.zero_grad(set_to_none=True)
-            return {}
-        opt.zero_grad(set_to_none=True)
-        report = inner.nudge(loss)
-        opt.step()
-        metrics = report.as_metrics(f"nugan/{phase}")
-        metrics[f"nugan/{phase}_fired_total"] = float(inner.fired_total)
-        self.log_metrics(metrics)
-        return metrics
+        if not self.nudge_cfg:
+            return base
+        opts, scheds = base if isinstance(base, tuple) else (base, None)
+        opts[0] = self._nudged(opts[0])
+        if self.nudge_discriminator:
+            opts[1] = self._nudged(opts[1])
+        if scheds is None:
+            return opts
+        return opts, [_build((self.optim_cfg or {})["scheduler"], o) for o in opts]
 
     def current_phase(self) -> Literal["r", "d", "g"]:
         """R, D, G in turn, derived from the counters so a resumed run continues where it stopped."""
-        if self.r_steps == self.d_steps == self.g_steps:
+        r, d, g = (self.micro.get(k, 0) for k in "rdg")
+        if r == d == g:
             return "r"
-        return "d" if self.r_steps > self.d_steps else "g"
+        return "d" if r > d else "g"
+
+    def phases(self) -> list[str]:
+        """One phase per batch: each of R, D and G sees a fresh batch, as in the reference."""
+        return [self.current_phase()]
 
     def score_weights(self) -> tuple[float, float]:
         if self.schedule_steps is None:
@@ -198,14 +189,13 @@ class DistGANModule(GANModule):
     def on_train_start(self) -> None:
         super().on_train_start()
         if self.schedule_steps is None:
-            from gancollapse.callbacks import MaxGSteps
-
             limits = [c.max_g_steps for c in self.trainer.callbacks if isinstance(c, MaxGSteps)]
             if limits:
                 self.schedule_steps = int(limits[0])
 
     # ------------------------------------------------------------------ phases
-    def reconstruction_step(self, real: Tensor, z: Tensor, opt) -> dict[str, Tensor]:
+    def r_loss(self, pb: PhaseBatch) -> dict[str, Tensor]:
+        real, z = pb.real, pb.z
         with frozen(self.discriminator):
             z_enc = self.encoder(real)
             recon = self.generator(z_enc)
@@ -214,8 +204,7 @@ class DistGANModule(GANModule):
             _, f_recon = features(self.discriminator, recon)
             _, f_fake = features(self.discriminator, fake)
             terms = reconstruction_loss(f_real, f_recon, f_fake, z_enc, z, self.lambda_r, self.lambda_w)
-        self._update(opt, terms["r_loss"], "r")
-        return terms
+        return {"loss": terms["r_loss"], **terms}
 
     def discriminator_loss(self, real: Tensor, z: Tensor, with_gp: bool = True) -> dict[str, Tensor]:
         """Dist-GAN D loss on one batch (used by the D step and by the collapse observatory)."""
@@ -237,15 +226,12 @@ class DistGANModule(GANModule):
         extra = [v for k, v in terms.items() if k not in ("d_loss", "d_real_bce", "d_recon_bce", "d_fake_bce")]
         terms["d_total"] = terms["d_loss"] + sum(extra)
         terms["d_real"], terms["d_fake"] = logit_real.mean().detach(), logit_fake.mean().detach()
-        terms["w_real"] = torch.tensor(w_real)
+        terms["w_real"] = torch.tensor(w_real, device=logit_real.device)
         return terms
 
-    def discriminator_step(self, real: Tensor, z: Tensor, opt) -> dict[str, Tensor]:
-        terms = self.discriminator_loss(real, z)
-        self._update(opt, terms["d_total"], "d")
-        for reg in self.regularizers.values():
-            reg.after_d_step(self.discriminator)
-        return terms
+    def d_loss(self, pb: PhaseBatch) -> dict[str, Tensor]:
+        terms = self.discriminator_loss(pb.real, pb.z)
+        return {"loss": terms["d_total"], **terms}
 
     def generator_loss(self, real: Tensor, z: Tensor) -> dict[str, Tensor]:
         """Dist-GAN G loss on one batch; D's parameters get no gradient."""
@@ -260,10 +246,9 @@ class DistGANModule(GANModule):
         total = loss + sum(terms.values()) if terms else loss
         return {"g_loss": loss, **terms, "g_total": total}
 
-    def generator_step(self, real: Tensor, z: Tensor, opt) -> dict[str, Tensor]:
-        terms = self.generator_loss(real, z)
-        self._update(opt, terms["g_total"], "g")
-        return terms
+    def g_loss(self, pb: PhaseBatch) -> dict[str, Tensor]:
+        terms = self.generator_loss(pb.real, pb.z)
+        return {"loss": terms["g_total"], **terms}
 
     def hessian_losses(self, real: Tensor, z: Tensor) -> dict[str, tuple[Tensor, list[Tensor]]]:
         """The G and D training losses with the parameters they are minimised over (collapse observatory).
@@ -277,32 +262,14 @@ class DistGANModule(GANModule):
         return {"g": (g, [p for p in self.generator.parameters() if p.requires_grad]),
                 "d": (d, [p for p in self.discriminator.parameters() if p.requires_grad])}
 
-    def training_step(self, batch: Any, batch_idx: int) -> None:
-        real = _as_batch(batch)
-        opt_g, opt_d, opt_r = self.optimizers()
-        z = self.sample_z(real.shape[0])
-        phase = self.current_phase()
-        if phase == "r":
-            self._pending_logs = dict(self.reconstruction_step(real, z, opt_r))
-            self.r_steps += 1
-            return
-        if phase == "d":
-            self._pending_logs.update(self.discriminator_step(real, z, opt_d))
-            self.d_steps += 1
-            return
-        self._pending_logs.update(self.generator_step(real, z, opt_g))
-        self.g_steps += 1
-        if self.g_steps % self.log_every_n_steps == 0:
-            self.emit_logs(self._pending_logs)
-
     # ------------------------------------------------------------------ bookkeeping
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["gancollapse"]["r_steps"] = self.r_steps
-
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
-        self.r_steps = int(checkpoint.get("gancollapse", {}).get("r_steps", self.d_steps))
+        # Checkpoints written before the step skeleton kept the R count apart.
+        state = checkpoint.get("gancollapse", {})
+        if "r" not in self.steps:
+            self.steps["r"] = int(state.get("r_steps", self.d_steps))
+            self.micro["r"] = self.steps["r"]
 
 
 __all__ = ["DistGANModule", "frozen", "features"]

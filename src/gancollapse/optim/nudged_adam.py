@@ -1,15 +1,22 @@
-"""Nudged-Adam, our reading of NuGAN (Durall et al., "Combating Mode Collapse in GAN training: An
-Empirical Analysis using Hessian Eigenvalues", VISAPP 2021, arXiv 2012.09673).
+"""Nudged-Adam, our reading of NuGAN (Durall, Chatzimichailidis, Labus & Keuper, "Combating Mode Collapse in
+GAN training: An Empirical Analysis using Hessian Eigenvalues", VISAPP 2021, arXiv 2012.09673).
 
-The paper's abstract ties mode collapse to sharp minima (large top eigenvalues of the generator loss's
-Hessian) and proposes an Adam variant steered by that spectrum. Its exact update rule, k, threshold and
-iteration count are not in our notes (reference/seeds-gan-training.md §3.5), so REFERENCE.md fixes this
-reading:
+The paper ties mode collapse to convergence towards sharp minima (large top eigenvalues of the generator
+loss's Hessian) and proposes an Adam variant steered by that spectrum; it gives no exact update rule, k,
+threshold or iteration count, so this module fixes a reading (docs/REPRODUCING.md, "NuGAN: our reading"):
 
 every ``every_n_steps`` optimizer steps, the top-k eigenpairs (λ_i, v_i) of the Hessian of the loss being
-minimised are estimated by Lanczos on Hessian-vector products; for every λ_i > ``threshold`` the gradient's
-component along v_i is removed, g ← g − Σ_i (g·v_i) v_i, before the usual Adam step. All eigenvalues are
-reported every time, fired or not.
+minimised are estimated by Lanczos on Hessian-vector products; the directions with λ_i > ``threshold``
+are removed from what Adam applies. All eigenvalues are reported every time, fired or not.
+
+Where the projection acts (``project``):
+
+* ``update`` (default): Adam's step Δθ is projected, Δθ ← Δθ − Σ_i (Δθ·v_i) v_i, and so is its first moment
+  m. The step taken then has no component along a sharp direction, and momentum built on earlier steps
+  cannot carry one in later: the point of the method is not to *move* into the sharp minimum.
+* ``gradient``: the gradient is projected before an ordinary Adam step (this platform's first reading).
+  Adam's moments still hold the removed directions from earlier steps, so the applied step keeps moving
+  along them; kept as a switch to reproduce earlier runs.
 
 It is *not* the students' notebook rule (zero the whole tensor holding the eigenvector's arg-max, applied
 before backward so it erased only stale gradients, D only): see docs/REPRODUCING.md.
@@ -18,12 +25,14 @@ before backward so it erased only stale gradients, D only): see docs/REPRODUCING
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-from gancollapse.optim.lanczos import Which, hessian_eigenpairs, unflatten
+from gancollapse.optim.lanczos import Which, flatten, hessian_eigenpairs, unflatten
+
+Projection = Literal["update", "gradient"]
 
 
 def project_out(grad: Tensor, vectors: Tensor) -> Tensor:
@@ -66,11 +75,14 @@ class NudgedAdam(torch.optim.Adam):
         every_n_steps: spectral check interval in optimizer steps (50, the notebooks' value).
         which: ``LA`` (largest algebraic, the notebooks' intent) or ``LM``.
         seed: seed of Lanczos' start vector (deterministic checks).
+        project: ``update`` (project Adam's step and first moment) or ``gradient`` (project the gradient
+            before Adam); see the module docstring.
     """
 
     def __init__(self, params, lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.9), eps: float = 1e-8,
                  weight_decay: float = 0.0, *, k: int = 5, iterations: int = 20, threshold: float = 500.0,
-                 every_n_steps: int = 50, which: Which = "LA", seed: int = 0, **adam_kwargs: Any) -> None:
+                 every_n_steps: int = 50, which: Which = "LA", seed: int = 0, project: Projection = "update",
+                 **adam_kwargs: Any) -> None:
         super().__init__(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, **adam_kwargs)
         if int(k) < 1:
             raise ValueError(f"optim.*.k (NudgedAdam eigenpairs) must be >= 1, got {k}")
@@ -80,6 +92,10 @@ class NudgedAdam(torch.optim.Adam):
             raise ValueError(f"optim.*.every_n_steps (NudgedAdam interval) must be >= 1, got {every_n_steps}")
         if which not in ("LA", "LM"):
             raise ValueError(f"optim.*.which must be 'LA' or 'LM', got {which!r}")
+        if project not in ("update", "gradient"):
+            raise ValueError(f"optim.*.project must be 'update' or 'gradient', got {project!r}")
+        self.project = project
+        self._pending: Tensor | None = None
         self.k, self.iterations, self.threshold = int(k), int(iterations), float(threshold)
         self.every_n_steps, self.which, self.seed = int(every_n_steps), which, int(seed)
         self.steps_taken = 0
@@ -93,23 +109,39 @@ class NudgedAdam(torch.optim.Adam):
         return self.steps_taken % self.every_n_steps == 0
 
     def nudge(self, loss: Tensor) -> NudgeReport:
-        """Set ``.grad`` of the parameters to ∇L with the sharp directions projected out; report spectrum."""
+        """Set ``.grad`` of the parameters to ∇L and arm the projection of the next :meth:`step` (``update``),
+        or write ∇L with the sharp directions projected out (``gradient``); report the spectrum."""
         params = self._params()
         grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
         pairs, flat = hessian_eigenpairs(loss, params, self.k, self.iterations, which=self.which,
                                          seed=self.seed + self.checks, grads=grads)
         del grads  # frees the double-backward graph before the Adam step
         fired = pairs.values > self.threshold
-        new = project_out(flat, pairs.vectors[fired])
-        for p, g in zip(params, unflatten(new, params), strict=True):
-            p.grad = g.clone()
+        sharp = pairs.vectors[fired].detach()
+        new = project_out(flat, sharp)
+        if self.project == "update":
+            self._pending = sharp if sharp.numel() else None
+        for p, g in zip(params, unflatten(new if self.project == "gradient" else flat, params), strict=True):
+            p.grad = g.detach().clone()
         self.checks += 1
         self.fired_total += int(fired.sum())
         return NudgeReport(pairs.values.detach().cpu(), fired.cpu(), float((flat - new).norm()), float(flat.norm()))
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001
-        out = super().step(closure)
+        sharp, self._pending = self._pending, None
+        if sharp is None:
+            out = super().step(closure)
+        else:
+            params = self._params()
+            before = flatten([p.detach() for p in params], params)
+            out = super().step(closure)
+            delta = flatten([p.detach() for p in params], params) - before
+            for p, new in zip(params, unflatten(before + project_out(delta, sharp), params), strict=True):
+                p.copy_(new)
+            moments = [self.state[p]["exp_avg"] for p in params]
+            for m, new in zip(moments, unflatten(project_out(flatten(moments, params), sharp), params), strict=True):
+                m.copy_(new)
         self.steps_taken += 1
         return out
 
