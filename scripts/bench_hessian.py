@@ -31,7 +31,7 @@ import torch
 
 from gancollapse.metrics.observatory import CollapseObservatory
 from gancollapse.models.distgan import DistGANModule
-from gancollapse.models.gan import PhaseBatch
+from gancollapse.models.phased import PhaseBatch
 from gancollapse.nets.mnist import MnistDiscriminator, MnistEncoder, MnistGenerator, count_parameters
 from gancollapse.optim.lanczos import hessian_eigenpairs
 from gancollapse.samplers.prior import PriorSampler

@@ -17,7 +17,7 @@ from gancollapse.models.distgan_losses import (
     score_weights,
     slope_penalty,
 )
-from gancollapse.models.gan import PhaseBatch
+from gancollapse.models.phased import PhaseBatch
 from gancollapse.nets.mnist import MnistDiscriminator, MnistEncoder, MnistGenerator
 from gancollapse.samplers.prior import PriorSampler
 

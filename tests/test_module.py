@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from gancollapse.losses import NonSaturatingLoss, StandardLoss
-from gancollapse.models.gan import GANModule, PhaseBatch, found_nonfinite, masked_step
+from gancollapse.models.gan import GANModule
+from gancollapse.models.phased import PhaseBatch, found_nonfinite, masked_step
 from gancollapse.nets.mlp import MLP
 from gancollapse.optim.nudged_adam import NudgedAdam
 from gancollapse.train import run

@@ -40,7 +40,8 @@ from gancollapse.models.distgan_losses import (
     score_weights,
     slope_penalty,
 )
-from gancollapse.models.gan import GANModule, PhaseBatch, _build
+from gancollapse.models.gan import GANModule
+from gancollapse.models.phased import PhaseBatch, _build
 from gancollapse.optim.nudged_adam import NudgedAdam
 from gancollapse.regularizers.base import Regularizer, Step
 from gancollapse.samplers.prior import PriorSampler
