@@ -5,11 +5,18 @@ Examples:
     python scripts/prepare_tfrecords.py --dataset cifar10 --out data/tfrecords/cifar10 --name cifar10 --size 32 \
         dataset.root=data dataset.train_test=true
     python scripts/prepare_tfrecords.py --folder /data/faces --out data/tfrecords/faces --name faces --size 128 --parts 16
+    python scripts/prepare_tfrecords.py --folder /data/celeba-hq --out data/tfrecords/celebahq --name celebahq \
+        --size 256 --parts 16 --test-count 1000 --split-seed 0
 
 Writes ``<out>/<name>-r<log2 res>.tfrecords.<part>`` for every power of two from ``--size`` down to
-``--min-resolution`` and ``<out>/<name>-meta.json``. Train from them with
-``python -m gancollapse.train dataset=tfrecord dataset.path=<out> dataset.tfrecord_name=<name> dataset.img_size=32``.
-Extra ``key=value`` arguments are Hydra overrides of the dataset config (``dataset.root=...``).
+``--min-resolution`` and ``<out>/<name>-meta.json`` (ALAE's layout). With ``--test-count N`` the N images at the
+first N positions of a permutation seeded with ``--split-seed`` go to a separate held-out set,
+``<out>/<name>-test-r<log2 res>.tfrecords.<part>`` (``--test-parts`` parts, same levels), disjoint from the
+training files; the metadata records ``count`` (training) and ``test_count``. Train from them with
+``python -m gancollapse.train dataset=tfrecord dataset.path=<out> dataset.tfrecord_name=<name> dataset.img_size=32``
+(one level) or ``dataset=progressive dataset.path=<out> dataset.tfrecord_name=<name> dataset.prepare=null``
+(every level from 4 px, ALAE-style). ``--parts`` a multiple of the DDP world size lets each rank read its own
+files. Extra ``key=value`` arguments are Hydra overrides of the dataset config (``dataset.root=...``).
 """
 
 from __future__ import annotations
@@ -48,6 +55,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--min-resolution", type=int, default=4)
     parser.add_argument("--channels", type=int, default=None, help="1 or 3 (default: the dataset config's)")
     parser.add_argument("--parts", type=int, default=1, help="files per resolution (for sharding)")
+    parser.add_argument("--test-count", type=int, default=0, help="images held out in <name>-test-r*.tfrecords.*")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the held-out permutation")
+    parser.add_argument("--test-parts", type=int, default=1, help="files per resolution of the held-out set")
     parser.add_argument("--crop", type=int, default=None, help="--folder: center crop before resizing")
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--num-workers", type=int, default=4)
@@ -59,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from gancollapse.build import build_datamodule
     from gancollapse.data.images import FolderDataModule
-    from gancollapse.data.tfrecord import write_tfrecords
+    from gancollapse.data.tfrecord import split_indices, write_tfrecords
     from gancollapse.train import CONF_DIR
 
     if args.folder:
@@ -74,10 +84,17 @@ def main(argv: list[str] | None = None) -> dict:
         name = args.name or args.dataset
     dm.setup()
     t0 = time.perf_counter()
-    meta = write_tfrecords(_batches(dm.data, args.batch_size, args.num_workers), args.out, name,
-                           min_resolution=args.min_resolution, parts=args.parts)
-    print(f"wrote {meta['count']} images at {meta['resolutions']} px ({meta['parts']} part(s) each) to {args.out} "
-          f"in {time.perf_counter() - t0:.1f}s")
+    try:
+        held_out = split_indices(len(dm.data), args.test_count, args.split_seed) if args.test_count else None
+        meta = write_tfrecords(_batches(dm.data, args.batch_size, args.num_workers), args.out, name,
+                               min_resolution=args.min_resolution, parts=args.parts, test_indices=held_out,
+                               test_parts=args.test_parts, split_seed=args.split_seed if args.test_count else None,
+                               extra_meta={"num_classes": int(getattr(dm, "num_classes", 0))})
+    except ValueError as err:
+        parser.error(str(err))
+    held = f", {meta['test_count']} held out" if meta["test_count"] else ""
+    print(f"wrote {meta['count']} images{held} at {meta['resolutions']} px ({meta['parts']} part(s) each) to "
+          f"{args.out} in {time.perf_counter() - t0:.1f}s")
     return meta
 
 

@@ -12,9 +12,12 @@ from gancollapse.data.tfrecord import (
     TFRecordDataModule,
     TFRecordError,
     _crc32c_python,
+    decode_example,
     downsample_uint8,
+    encode_example,
     level_path,
     masked_crc,
+    meta_path,
     verify_tfrecord,
     write_tfrecords,
 )
@@ -53,6 +56,26 @@ def test_write_read_round_trip_is_lossless_at_every_level(tmp_path):
     assert sorted(torch.cat([b[1] for b in batches]).tolist()) == labels.tolist()
     x, _ = dm.on_after_batch_transfer(batches[0], 0)
     assert x.dtype == torch.float32 and -1 <= x.min() and x.max() <= 1
+
+
+def test_example_decodes_to_what_was_encoded():
+    img = torch.arange(2 * 3 * 3, dtype=torch.uint8).reshape(2, 3, 3)
+    got = decode_example(encode_example(img, label=300, index=123456))
+    assert got == {"shape": [2, 3, 3], "data": img.numpy().tobytes(), "label": [300], "index": [123456]}
+
+
+def test_failed_write_keeps_the_previous_set(tmp_path):
+    _, _, meta = _write(tmp_path)
+    before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
+
+    def batches():
+        yield torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.zeros(4)
+        raise RuntimeError("source died")
+
+    with pytest.raises(RuntimeError, match="source died"):
+        write_tfrecords(batches(), tmp_path, "t", min_resolution=2, parts=2)
+    assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == before  # no temporary files left either
+    assert meta_path(tmp_path, "t").is_file() and meta["count"] == 20
 
 
 def test_downsample_is_a_rounded_box_filter():
@@ -108,9 +131,9 @@ def test_prepare_script_and_training_from_tfrecords(tmp_path):
     cfg = compose_cfg(["dataset=tfrecord", f"dataset.path={out}", "dataset.tfrecord_name=digits", "dataset.channels=1",
                        "dataset.batch_size=32", "model=dcgan32", "loss=hinge", "optim=adam", "z_dim=8",
                        "model.generator.base=4", "model.discriminator.base=4", "callbacks.progress_bar=null",
-                       "max_g_steps=6", "dataset.evaluator.feature=tiny", "dataset.evaluator.every_n_steps=6",
-                       "dataset.evaluator.n_samples=64", "dataset.evaluator.n_real=200", "dataset.evaluator.prdc=false",
-                       "dataset.evaluator.kid=false", f"+dataset.evaluator.cache_dir={tmp_path}", "logger=none"], tiny=False)
+                       "max_g_steps=6", "evaluator.feature=tiny", "evaluator.every_n_steps=6",
+                       "evaluator.n_samples=64", "evaluator.n_real=200", "evaluator.prdc=false",
+                       "evaluator.kid=false", f"evaluator.cache_dir={tmp_path}", "logger=none"], tiny=False)
     summary = run(cfg, tmp_path / "run")
     assert summary["g_steps"] == 6 and summary["fid"] > 0
 
