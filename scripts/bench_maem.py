@@ -3,8 +3,8 @@
 1. ``entropy``: forward + backward (and the buffer update) of the entropy term for S ∈ {1024, 8192, 65536},
    d ∈ {16, 64}, B = 64, in two forms:
 
-   * ``ours``: a (S, d) FIFO ring; nearest neighbour by one (B×d)·(d×S) product + argmin + gather of B rows
-     (:func:`gancollapse.regularizers.maem.manifold_entropy`), then ``index_copy_`` of B rows.
+   * ``ours``: a (S, d) FIFO ring; nearest neighbour by one (B×d)·(d×S) product (scored in float64) + argmin
+     + gather of B rows (:func:`gancollapse.regularizers.maem.manifold_entropy`), then ``index_copy_`` of B rows.
    * ``broadcast``: the seed's form, written out here for comparison: a (S, B, d) buffer (every entry copied
      B times), ``mean((buf − c)², dim=2).min(dim=0)``, then the update. The seed's own update
      ``cat(buf[B:], new)`` shrinks the buffer (the bug); to time a buffer that really holds S entries the
@@ -20,7 +20,13 @@
    through the platform's Lightning path (``experiment=maem_cifar10`` on synthetic 32×32 RGB images held on
    the device, evaluator off). images/s = 64 × D steps / seconds, timed after warm-up steps.
 
+3. ``nn``: exactness and time of three ways to score the nearest neighbour on codes far from the origin
+   (offset o, spread 0.01, S = 1024, B = 64, d = 16): the float32 expansion ‖c‖² − 2c·b + ‖b‖², the same
+   after centring codes and buffer on the buffer mean, and float64 (ours); wrong neighbours are counted
+   against ``torch.cdist`` in float64. A two-cluster buffer (0 and o) shows what centring does not fix.
+
 Usage:
+    python scripts/bench_maem.py nn [--reps 200]
     python scripts/bench_maem.py entropy [--device cpu|cuda] [--reps 20] [--sizes 1024,8192,65536] [--dims 16,64]
     python scripts/bench_maem.py step [--device cpu|cuda] [--d-steps 60] [--warmup 9] [--compile]
     python scripts/bench_maem.py all --json out.json
@@ -42,6 +48,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
+
+from gancollapse.regularizers.maem import nearest_neighbour
 
 B = 64
 
@@ -131,6 +139,47 @@ def run_entropy(device: str, reps: int, sizes: list[int], dims: list[int]) -> li
     return rows
 
 
+# --------------------------------------------------------------------------------------- NN precision
+def _nn_float32(c: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return b[torch.addmm(b.pow(2).sum(dim=1)[None], c, b.t(), alpha=-2.0).argmin(dim=1)]
+
+
+def _nn_centred(c: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    m = b.mean(dim=0)
+    return _nn_float32(c - m, b - m) + m
+
+
+NN_FORMS = {"float32": _nn_float32, "centred float32": _nn_centred, "float64 (ours)": nearest_neighbour}
+
+
+def run_nn(device: str, reps: int) -> list[dict]:
+    """Wrong neighbours and µs per call for the three scorings (see the module docstring, part 3)."""
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    for layout in ("one cluster", "two clusters"):
+        for offset in (0.0, 30.0, 1000.0):
+            b = 0.01 * torch.randn(1024, 16, generator=gen) + offset
+            if layout == "two clusters":
+                b[:512] -= offset
+            c = (0.01 * torch.randn(B, 16, generator=gen) + offset).to(device)
+            b = b.to(device)
+            truth = b[torch.cdist(c.double(), b.double()).argmin(dim=1)]
+            for name, fn in NN_FORMS.items():
+                wrong = int((fn(c, b) - truth).abs().amax(dim=1).gt(1e-3).sum())
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                for _ in range(reps):
+                    fn(c, b)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                us = (time.perf_counter() - t0) / reps * 1e6
+                row = {"layout": layout, "offset": offset, "scoring": name, "wrong_of_64": wrong, "us": round(us, 1)}
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    return rows
+
+
 # --------------------------------------------------------------------------------------- training step
 class StepTimer(L.Callback):
     """Lightning callback: wall time of D steps after ``warmup`` steps (synchronising CUDA at both ends)."""
@@ -164,7 +213,7 @@ def run_step(device: str, d_steps: int, warmup: int, compile_nets: bool) -> dict
     overrides = [
         "experiment=maem_cifar10",
         "dataset=digits", "~dataset.train_test", "dataset.channels=3", "dataset.img_size=32", f"dataset.on_device={device == 'cuda'}",
-        "dataset.evaluator=null", "dataset.monitor=null", "logger=none", "callbacks.progress_bar=null",
+        "evaluator=none", "logger=none", "callbacks.progress_bar=null",
         "+trainer.enable_progress_bar=false",
         f"trainer={'gpu' if device == 'cuda' else 'cpu'}", "trainer.max_epochs=100000",
         f"max_g_steps={(d_steps + warmup) // n_critic}", "ckpt_every_n_steps=100000000",
@@ -205,7 +254,7 @@ def main() -> None:
         print(json.dumps(entropy_case(form, int(size), int(dim), device, int(reps))))
         return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["entropy", "step", "all"])
+    p.add_argument("what", choices=["entropy", "step", "nn", "all"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--sizes", default="1024,8192,65536")
@@ -218,6 +267,8 @@ def main() -> None:
     result = {"date": str(date.today()), "machine": f"{platform.processor() or platform.machine()}, "
               f"{torch.get_num_threads()} threads, torch {torch.__version__}",
               "device": args.device if args.device == "cpu" else torch.cuda.get_device_name()}
+    if args.what in ("nn", "all"):
+        result["nn"] = run_nn(args.device, args.reps if args.reps != 20 else 200)
     if args.what in ("entropy", "all"):
         rows = run_entropy(args.device, args.reps, [int(s) for s in args.sizes.split(",")],
                            [int(d) for d in args.dims.split(",")])

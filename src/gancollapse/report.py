@@ -12,8 +12,14 @@ import argparse
 import csv
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
+
+from omegaconf import OmegaConf
+
+from gancollapse.callbacks import describe_run
+from gancollapse.plots import image_grid
 
 # Columns shown when present, with how to format them; order is the leaderboard's.
 COLUMNS: list[tuple[str, str, str]] = [
@@ -44,7 +50,6 @@ def find_runs(root: Path) -> list[Path]:
 
 
 def _natural_key(p: Path) -> list[Any]:
-    import re
 
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(p))]
 
@@ -54,9 +59,7 @@ def load_row(run_dir: Path, root: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"run": str(run_dir.relative_to(root)) if run_dir != root else "."}
     cfg_path = run_dir / "config.yaml"
     if cfg_path.is_file() and "loss" not in summary:
-        from omegaconf import OmegaConf
 
-        from gancollapse.callbacks import describe_run
 
         row.update(describe_run(OmegaConf.load(cfg_path)))
     row.update(summary)
@@ -123,7 +126,6 @@ def write_report(root: Path | str, out: Path | str | None = None) -> Path:
                      if "toy/modes" in r else f"FID {_fmt(r.get('fid'), '{:.1f}')}")
             titles.append(f"{r['run']}: {' / '.join(parts)}\n{stats}")
     if pictures:
-        from gancollapse.plots import image_grid
 
         image_grid(pictures, titles, out / "scatter_grid.png")
     return md

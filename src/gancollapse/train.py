@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from gancollapse.build import build_datamodule, build_module
 from gancollapse.build import instantiate_checked as instantiate
 from gancollapse.callbacks import MaxGSteps, RunSummary
+from gancollapse.paths import CONF_DIR
 
 log = logging.getLogger("gancollapse")
 
@@ -32,8 +33,6 @@ for _pattern in (".*smaller than the logging interval.*", ".*no last checkpoint 
                  ".*Using ModelCheckpoint with manual optimization.*"):
     warnings.filterwarnings("ignore", message=_pattern)
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
-
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -49,18 +48,24 @@ def validate(cfg: DictConfig) -> None:
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path, module: L.LightningModule) -> list[L.Callback]:
+    """The run's callbacks: ``callbacks.*``, the ``evaluator`` group's evaluator (``evaluator=none``: none),
+    ``last.ckpt``, ``best.ckpt`` on the evaluator's ``monitor``, the G-step limit and summary.json."""
+    if cfg.dataset.get("evaluator") is not None or cfg.dataset.get("monitor") is not None:
+        raise ValueError("dataset.evaluator / dataset.monitor are no longer read: evaluation is the `evaluator` "
+                         "config group (conf/evaluator/). Move the overrides to evaluator.<key> (e.g. "
+                         "evaluator.every_n_steps=500, evaluator.monitor=null); evaluator=none turns it off")
     callbacks: list[L.Callback] = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    evaluator = cfg.dataset.get("evaluator")
+    evaluator = cfg.get("evaluator") or None  # evaluator=none composes to an empty node
     if evaluator is not None:
         callbacks.append(instantiate(evaluator))
     ckpt_dir = run_dir / "checkpoints"
     callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=0, save_last=True,
                                      every_n_train_steps=cfg.ckpt_every_n_steps, save_on_train_epoch_end=True,
                                      enable_version_counter=False))
-    monitor = cfg.dataset.get("monitor")
-    if monitor and evaluator is not None:  # nothing to monitor without the evaluator that logs it
+    monitor = evaluator.get("monitor") if evaluator is not None else None
+    if monitor:  # nothing to monitor without the evaluator that logs it
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor,
-                                         mode=cfg.dataset.get("monitor_mode", "min"), save_top_k=1,
+                                         mode=evaluator.get("monitor_mode", "min"), save_top_k=1,
                                          auto_insert_metric_name=False, enable_version_counter=False))
     callbacks.append(OnExceptionCheckpoint(dirpath=ckpt_dir, filename="last"))
     if cfg.get("max_g_steps"):

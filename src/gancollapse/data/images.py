@@ -1,9 +1,11 @@
 """Image datamodules: sklearn digits (embedded default), MNIST, CIFAR-10, Stacked MNIST, CelebA, image folders.
 
 Every datamodule yields ``(images, labels)`` batches. Small sets are held as one uint8 tensor (N, C, H, W) and
-batched by index gathering; with ``on_device: true`` that tensor lives on the training device and batches
-never leave it. Images travel as uint8 (4× less transfer) and become floats in [-1, 1] — plus an optional
-random horizontal flip — in ``on_after_batch_transfer``, i.e. on the device.
+batched by index gathering; with ``on_device: true`` (or ``auto`` when training on a GPU) that tensor lives on
+the training device and batches never leave it. Training batches all have ``batch_size`` images
+(``drop_last``), so compiled nets see one static shape (CUDA graphs need it). Images travel as uint8 (4× less
+transfer) and become floats in [-1, 1] — plus an optional random horizontal flip — in
+``on_after_batch_transfer``, i.e. on the device.
 
 Real datasets are downloaded only when the user sets ``download: true``; a missing dataset raises
 FileNotFoundError naming the path and the command that fixes it.
@@ -19,8 +21,12 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from sklearn.datasets import load_digits
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms as T
+from torchvision.datasets import CIFAR10, MNIST, CelebA
 
 DEFAULT_ROOT = "data"
 
@@ -189,8 +195,10 @@ class ImageDataModule(L.LightningDataModule):
         channels: 1 or 3 (grey sets are replicated to RGB, RGB averaged to grey).
         batch_size: images per D step.
         flip: random horizontal flip per image (MaEM uses it on CIFAR-10).
-        on_device: keep the whole set on the training device (GPU) and batch by index (no DataLoader).
-        num_workers: DataLoader workers (host-held sets only).
+        on_device: keep the whole set on the training device (GPU) and batch by index (no DataLoader);
+            ``auto``: do so for in-memory sets when the trainer runs on a GPU.
+        num_workers: DataLoader workers (file-backed sets only: an in-memory batch is one gather, which
+            worker processes would only slow down). Host batches are pinned when training on a GPU.
         drop_last: drop the last incomplete batch (the MaEM seed does).
         root: folder holding the downloaded data.
         download: allow torchvision to download (needs internet).
@@ -201,7 +209,7 @@ class ImageDataModule(L.LightningDataModule):
     num_classes = 0
 
     def __init__(self, img_size: int = 32, channels: int = 3, batch_size: int = 64, flip: bool = False,
-                 on_device: bool = False, num_workers: int = 0, drop_last: bool = True,
+                 on_device: bool | str = False, num_workers: int = 0, drop_last: bool = True,
                  root: str = DEFAULT_ROOT, download: bool = False, seed: int = 0) -> None:
         super().__init__()
         if int(img_size) < 1:
@@ -212,8 +220,12 @@ class ImageDataModule(L.LightningDataModule):
             raise ValueError(f"dataset.batch_size must be >= 1, got {batch_size}")
         if int(num_workers) < 0:
             raise ValueError(f"dataset.num_workers must be >= 0, got {num_workers}")
+        if on_device not in (True, False, "auto"):
+            raise ValueError(f"dataset.on_device must be true, false or auto, got {on_device!r}")
         self.img_size, self.channels, self.batch_size = int(img_size), int(channels), int(batch_size)
-        self.flip, self.on_device, self.num_workers, self.drop_last = bool(flip), bool(on_device), int(num_workers), bool(drop_last)
+        # ``on_device`` stays a bool (subclasses test it); ``auto`` is resolved against the trainer's device.
+        self.on_device_auto = on_device == "auto"
+        self.flip, self.on_device, self.num_workers, self.drop_last = bool(flip), bool(on_device) and not self.on_device_auto, int(num_workers), bool(drop_last)
         self.root, self.download, self.seed = Path(root), bool(download), int(seed)
         self.data: Dataset | None = None
 
@@ -236,9 +248,14 @@ class ImageDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
 
+    def keeps_on_device(self) -> bool:
+        """Whether training batches come from a copy of the set on the training device."""
+        on_gpu = self._device().type == "cuda"
+        return self.on_device or (self.on_device_auto and on_gpu and isinstance(self.data, UInt8Images))
+
     def train_dataloader(self):
         self.setup()
-        if self.on_device:
+        if self.keeps_on_device():
             if not isinstance(self.data, UInt8Images):
                 raise ValueError(f"dataset.on_device needs an in-memory set; {self.name} is read from files "
                                  "(set dataset.on_device=false)")
@@ -247,9 +264,11 @@ class ImageDataModule(L.LightningDataModule):
             return DeviceBatches(self.data.to(self._device()), self.batch_size, True, self.drop_last, rank, world, self.seed)
         in_memory = isinstance(self.data, UInt8Images)
         workers = 0 if in_memory else self.num_workers
+        # Pinned batches let Lightning's non_blocking copy overlap the previous step; only worth it on a GPU.
+        pin = self._device().type == "cuda"
         return DataLoader(self.data, batch_size=self.batch_size, shuffle=True, drop_last=self.drop_last,
                           collate_fn=_identity if in_memory else None, num_workers=workers,
-                          persistent_workers=workers > 0, pin_memory=torch.cuda.is_available() and not in_memory)
+                          persistent_workers=workers > 0, pin_memory=pin)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch
@@ -292,7 +311,7 @@ class DigitsDataModule(ImageDataModule):
     num_classes = 10
 
     def __init__(self, img_size: int = 32, channels: int = 1, batch_size: int = 64, flip: bool = False,
-                 on_device: bool = False, num_workers: int = 0, drop_last: bool = True, root: str = DEFAULT_ROOT,
+                 on_device: bool | str = False, num_workers: int = 0, drop_last: bool = True, root: str = DEFAULT_ROOT,
                  download: bool = False, seed: int = 0, repeat: int = 1) -> None:
         super().__init__(img_size, channels, batch_size, flip, on_device, num_workers, drop_last, root, download, seed)
         if int(repeat) < 1:
@@ -300,7 +319,6 @@ class DigitsDataModule(ImageDataModule):
         self.repeat = int(repeat)
 
     def load(self) -> UInt8Images:
-        from sklearn.datasets import load_digits
 
         bunch = load_digits()
         x = torch.as_tensor(bunch.images, dtype=torch.float32)[:, None] * (255.0 / 16.0)
@@ -311,7 +329,6 @@ class DigitsDataModule(ImageDataModule):
 
 
 def _load_mnist(root: Path, download: bool, train: bool = True, key: str = "mnist") -> tuple[Tensor, Tensor]:
-    from torchvision.datasets import MNIST
 
     try:
         ds = MNIST(str(root), train=train, download=download)
@@ -327,7 +344,7 @@ class MNISTDataModule(ImageDataModule):
     num_classes = 10
 
     def __init__(self, img_size: int = 32, channels: int = 1, batch_size: int = 64, flip: bool = False,
-                 on_device: bool = False, num_workers: int = 0, drop_last: bool = True, root: str = DEFAULT_ROOT,
+                 on_device: bool | str = False, num_workers: int = 0, drop_last: bool = True, root: str = DEFAULT_ROOT,
                  download: bool = False, seed: int = 0, train: bool = True) -> None:
         super().__init__(img_size, channels, batch_size, flip, on_device, num_workers, drop_last, root, download, seed)
         self.train = bool(train)
@@ -352,7 +369,7 @@ class StackedMNISTDataModule(ImageDataModule):
     name = "stacked_mnist"
     num_classes = 1000
 
-    def __init__(self, img_size: int = 32, batch_size: int = 64, flip: bool = False, on_device: bool = False,
+    def __init__(self, img_size: int = 32, batch_size: int = 64, flip: bool = False, on_device: bool | str = False,
                  num_workers: int = 0, drop_last: bool = True, root: str = DEFAULT_ROOT, download: bool = False,
                  seed: int = 0, n_samples: int = 128_000, stack_seed: int = 0, channels: int = 3) -> None:
         if int(channels) != 3:
@@ -381,7 +398,7 @@ class CIFAR10DataModule(ImageDataModule):
     num_classes = 10
 
     def __init__(self, img_size: int = 32, channels: int = 3, batch_size: int = 64, flip: bool = True,
-                 on_device: bool = False, num_workers: int = 0, drop_last: bool = True, root: str = DEFAULT_ROOT,
+                 on_device: bool | str = False, num_workers: int = 0, drop_last: bool = True, root: str = DEFAULT_ROOT,
                  download: bool = False, seed: int = 0, train_test: bool = False) -> None:
         super().__init__(img_size, channels, batch_size, flip, on_device, num_workers, drop_last, root, download, seed)
         self.train_test = bool(train_test)
@@ -390,7 +407,6 @@ class CIFAR10DataModule(ImageDataModule):
         return super().describe() + ("-traintest" if self.train_test else "-train")
 
     def load(self) -> UInt8Images:
-        from torchvision.datasets import CIFAR10
 
         parts = [True, False] if self.train_test else [True]
         images, labels = [], []
@@ -409,7 +425,6 @@ class PILImages(Dataset):
     """A list of image files → (uint8 (C, S, S), label): optional center crop, resize, center crop to S."""
 
     def __init__(self, files: list[Path], labels: list[int], img_size: int, channels: int, crop: int | None = None) -> None:
-        from torchvision import transforms as T
 
         self.files, self.labels, self.mode = files, labels, "RGB" if channels == 3 else "L"
         steps = [T.CenterCrop(crop)] if crop else []
@@ -421,7 +436,6 @@ class PILImages(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        from PIL import Image
 
         with Image.open(self.files[i]) as img:
             return self.transform(img.convert(self.mode)), self.labels[i]
@@ -449,7 +463,7 @@ class FolderDataModule(ImageDataModule):
     name = "image_folder"
 
     def __init__(self, path: str = "", img_size: int = 64, channels: int = 3, batch_size: int = 64,
-                 flip: bool = False, on_device: bool = False, num_workers: int = 4, drop_last: bool = True,
+                 flip: bool = False, on_device: bool | str = False, num_workers: int = 4, drop_last: bool = True,
                  crop: int | None = None, in_memory: bool = False, root: str = DEFAULT_ROOT, download: bool = False,
                  seed: int = 0) -> None:
         super().__init__(img_size, channels, batch_size, flip, on_device, num_workers, drop_last, root, download, seed)
@@ -489,7 +503,7 @@ class CelebADataModule(ImageDataModule):
     name = "celeba"
 
     def __init__(self, img_size: int = 64, channels: int = 3, batch_size: int = 64, flip: bool = False,
-                 on_device: bool = False, num_workers: int = 4, drop_last: bool = True, root: str = DEFAULT_ROOT,
+                 on_device: bool | str = False, num_workers: int = 4, drop_last: bool = True, root: str = DEFAULT_ROOT,
                  download: bool = False, seed: int = 0, split: str = "train", crop: int | None = 140,
                  in_memory: bool = False) -> None:
         super().__init__(img_size, channels, batch_size, flip, on_device, num_workers, drop_last, root, download, seed)
@@ -501,7 +515,6 @@ class CelebADataModule(ImageDataModule):
         return super().describe() + f"-{self.split}-crop{self.crop}"
 
     def load(self) -> Dataset:
-        from torchvision.datasets import CelebA
 
         try:
             ds = CelebA(str(self.root), split=self.split, target_type=[], download=self.download)

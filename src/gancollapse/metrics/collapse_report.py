@@ -26,13 +26,15 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from gancollapse.plots import plt
+
 METRICS = [("is", "IS"), ("observatory/classes_covered", "modes (of 10)"), ("observatory/spread_ratio", "spread ratio"),
            ("observatory/g_eig0", "G λ0"), ("observatory/d_eig0", "D λ0")]
 
 
 def model_name(cfg: Any) -> str:
     """gan / distgan / nugan_distgan from a run's resolved config."""
-    target = str(OmegaConf.select(cfg, "model.module._target_", default="gancollapse.module.GANModule"))
+    target = str(OmegaConf.select(cfg, "model.module._target_", default="gancollapse.models.gan.GANModule"))
     if target.endswith("DistGANModule"):
         nudged = OmegaConf.select(cfg, "model.module.nudge", default=None) or "NudgedAdam" in str(
             OmegaConf.select(cfg, "optim.generator._target_", default=""))
@@ -100,8 +102,6 @@ def markdown(table: list[dict[str, Any]]) -> str:
 
 
 def plot_curves(rows: list[dict[str, Any]], path: Path) -> Path:
-    from gancollapse.plots import plt
-
     zs = sorted({r["z_dim"] for r in rows})
     colors = {"gan": "tab:grey", "distgan": "tab:blue", "nugan_distgan": "tab:red"}
     fig, axes = plt.subplots(2, len(zs), figsize=(5 * len(zs), 7), dpi=90, squeeze=False)

@@ -4,7 +4,7 @@ The code (``inception_variance.py`` of HaozheLiu-ST/MEE) — not the paper's Eq.
 of a classifier on N generated images, the per-class standard deviation over samples (ddof 0), averages it
 over classes, and reports mean ± std over 10 splits (the paper prints it ×1e-3). MaEM uses torchvision's
 ImageNet Inception-V3; offline this platform uses its own classifier, so values are comparable only between
-runs that share the classifier (reference/metrics.md §3.3).
+runs that share the classifier.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """Lightning callback: image-GAN evaluation (FID, KID, PRDC, IS, mode counts, I-Variance) and sample grids.
 
-Every ``every_n_steps`` generator steps (or ``every_n_epochs`` epochs) and at the end of training it generates
-``n_samples`` images from a fixed seeded set of latents, extracts features once and computes the metrics
-against real statistics that are cached on disk per dataset + resolution + feature extractor. Results go to
-the loggers (step = D steps), ``pl_module.latest_eval`` (→ summary.json) and ``trainer.callback_metrics``
-(→ the ``best.ckpt`` ModelCheckpoint, saved right after the evaluation so the checkpoint holds exactly the
-evaluated weights). ``best/fid`` and ``best/fid_step`` (G steps) track the best FID and survive resumes.
+On the :class:`~gancollapse.metrics.evaluator.Evaluator` schedule (every ``every_n_steps`` generator steps or
+``every_n_epochs`` epochs, and at the end of training) it generates ``n_samples`` images from a fixed seeded
+set of latents, extracts features once and computes the metrics against real statistics that are cached on
+disk per dataset + resolution + feature extractor. The base class publishes them (loggers, ``summary.json``,
+``trainer.callback_metrics`` → the ``best.ckpt`` ModelCheckpoint, saved right after the evaluation so the
+checkpoint holds exactly the evaluated weights); ``best/fid`` and ``best/fid_step`` (G steps) track the best
+FID and survive resumes.
 
 The feature extractor (Inception: 95 MB) is held by this callback, never registered on the LightningModule,
 so it never enters a checkpoint.
@@ -14,85 +15,78 @@ so it never enters a checkpoint.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
+from torchvision.utils import make_grid, save_image
 
-from gancollapse.metrics.fid import (
-    build_feature_extractor,
-    fid_from_features,
-    kid_from_features,
-    real_stats,
-)
+from gancollapse.classifier import default_classifier_path, load_classifier
+from gancollapse.data.images import to_float
+from gancollapse.metrics.evaluator import Evaluator
+from gancollapse.metrics.features import build_feature_extractor, real_stats
+from gancollapse.metrics.fid import fid_from_features
+from gancollapse.metrics.i_variance import i_variance
+from gancollapse.metrics.inception_score import inception_score
+from gancollapse.metrics.kid import kid_from_features
+from gancollapse.metrics.mode_count import mode_stats, stacked_modes
+from gancollapse.metrics.prdc import prdc
 
 log = logging.getLogger("gancollapse")
 
 
-class ImageEvaluator(L.Callback):
+class ImageEvaluator(Evaluator):
     """Scores a generator on images.
 
-    Args:
-        every_n_steps: evaluate every N generator steps (0 or null: off).
-        every_n_epochs: evaluate every N epochs (0 or null: off).
-        n_samples: generated images per evaluation (papers: 50,000).
+    Args (besides the common ones of :class:`~gancollapse.metrics.evaluator.Evaluator`, whose ``monitor``
+    defaults to ``fid`` here):
         n_real: real images for the cached statistics (all of a smaller set).
         feature: ``inception`` (standard FID, offline weights), ``tiny`` (fixed random conv net, fast, for
             CPU/tests), or ``classifier`` (the platform classifier's penultimate layer).
-        kid: also compute KID (subsets of ``kid_subset_size``).
+        feature_dim: output dimension of the ``tiny`` extractor.
+        kid: also compute KID (``kid_subsets`` subsets of ``kid_subset_size``).
         prdc: also precision/recall (k=3) and density/coverage (k=5) on ``n_prdc`` real and fake features.
         classifier: path to a ``gancollapse.classifier`` checkpoint, or ``auto`` (the default path for the
             dataset, skipped with a warning when absent): enables IS and I-Variance, and on Stacked MNIST mode
             counting (modes, KL to uniform). With ``feature: inception`` and torch-fidelity's own weights in
             the torch hub cache, IS/I-Variance come from Inception's logits instead (the standard IS).
+        is_splits: splits for IS and I-Variance.
         grid_size: images in the sample grid PNG (fixed noise), ``<run>/samples/step_XXXXXX.png`` (G steps),
             the last one copied to ``samples/final.png``; 0: none.
         batch_size: generation / feature batch size.
         cache_dir: where real statistics are cached (default ``$GANCOLLAPSE_CACHE`` or ~/.cache/gancollapse).
-        monitor: the metric tracked as ``best/<monitor>`` (lower is better).
         fid_backend: ``eigh`` (symmetric eigensolves, fast, GPU-native) or ``torchmetrics`` (reference).
-        seed: latents, real subset and KID subsets.
     """
 
+    namespace = "eval"
+
     def __init__(self, every_n_steps: int | None = 1000, every_n_epochs: int | None = None, n_samples: int = 10_000,
-                 n_real: int = 50_000, feature: str = "inception", feature_dim: int = 64, kid: bool = True,
-                 kid_subset_size: int = 1000, kid_subsets: int = 100, prdc: bool = True, n_prdc: int = 5000,
-                 classifier: str | None = None, is_splits: int = 10, grid_size: int = 64, grid_nrow: int | None = None,
-                 batch_size: int = 500, cache_dir: str | None = None, monitor: str = "fid", fid_backend: str = "eigh",
-                 seed: int = 1234) -> None:
-        super().__init__()
-        every_n_steps, every_n_epochs = int(every_n_steps or 0), int(every_n_epochs or 0)
-        if every_n_steps < 0 or every_n_epochs < 0:
-            raise ValueError("dataset.evaluator.every_n_steps / every_n_epochs must be >= 0")
+                 seed: int = 1234, monitor: str | None = "fid", monitor_mode: str = "min", n_real: int = 50_000,
+                 feature: str = "inception", feature_dim: int = 64, kid: bool = True, kid_subset_size: int = 1000,
+                 kid_subsets: int = 100, prdc: bool = True, n_prdc: int = 5000, classifier: str | None = None,
+                 is_splits: int = 10, grid_size: int = 64, grid_nrow: int | None = None, batch_size: int = 500,
+                 cache_dir: str | None = None, fid_backend: str = "eigh") -> None:
+        super().__init__(every_n_steps, every_n_epochs, n_samples, seed, monitor, monitor_mode)
         for key, val in {"n_samples": n_samples, "n_real": n_real, "batch_size": batch_size}.items():
             if int(val) < 2:
-                raise ValueError(f"dataset.evaluator.{key} must be >= 2, got {val}")
+                raise ValueError(f"evaluator.{key} must be >= 2, got {val}")
         if grid_size < 0:
-            raise ValueError(f"dataset.evaluator.grid_size must be >= 0, got {grid_size}")
-        self.every_n_steps, self.every_n_epochs = every_n_steps, every_n_epochs
-        self.n_samples, self.n_real, self.feature, self.feature_dim = int(n_samples), int(n_real), feature, int(feature_dim)
+            raise ValueError(f"evaluator.grid_size must be >= 0, got {grid_size}")
+        if fid_backend not in ("eigh", "torchmetrics"):
+            raise ValueError(f"evaluator.fid_backend must be eigh or torchmetrics, got {fid_backend!r}")
+        self.n_real, self.feature, self.feature_dim = int(n_real), feature, int(feature_dim)
         self.kid, self.kid_subset_size, self.kid_subsets = bool(kid), int(kid_subset_size), int(kid_subsets)
         self.prdc, self.n_prdc, self.classifier_path, self.is_splits = bool(prdc), int(n_prdc), classifier, int(is_splits)
         self.grid_size, self.grid_nrow, self.batch_size = int(grid_size), grid_nrow, int(batch_size)
-        if fid_backend not in ("eigh", "torchmetrics"):
-            raise ValueError(f"dataset.evaluator.fid_backend must be eigh or torchmetrics, got {fid_backend!r}")
-        self.cache_dir, self.monitor, self.seed, self.fid_backend = cache_dir, monitor, int(seed), fid_backend
-        self.best: dict[str, float] = {}
-        self.history: list[dict[str, float]] = []
-        self._last_eval = -1
+        self.cache_dir, self.fid_backend = cache_dir, fid_backend
         self._extractor = None
         self._classifier = None
         self._real = None
-        self.run_dir: Path | None = None
 
     # ------------------------------------------------------------------ setup
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self.run_dir = Path(trainer.default_root_dir)
-        self.datamodule = trainer.datamodule
+        super().setup(trainer, pl_module, stage)
         gen = torch.Generator().manual_seed(self.seed)
         self.eval_z = pl_module.sampler.prior(self.n_samples, pl_module.z_dim, "cpu", gen)
         self.grid_z = pl_module.sampler.prior(max(self.grid_size, 1), pl_module.z_dim, "cpu", gen)
@@ -102,8 +96,6 @@ class ImageEvaluator(L.Callback):
             return None
         if self.classifier_path != "auto":
             return Path(self.classifier_path)
-        from gancollapse.classifier import default_classifier_path
-
         dm = self.datamodule
         identity = f"mnist-{dm.img_size}px-1ch" if getattr(dm, "name", "") == "stacked_mnist" else dm.describe()
         path = default_classifier_path(identity, self.cache_dir)
@@ -111,7 +103,7 @@ class ImageEvaluator(L.Callback):
             fix = (f"python -m gancollapse.classifier dataset={'mnist' if dm.name == 'stacked_mnist' else dm.name} "
                    f"dataset.img_size={dm.img_size}")
             if self.feature == "classifier":
-                raise FileNotFoundError(f"dataset.evaluator.feature=classifier needs a classifier at {path}: run `{fix}`")
+                raise FileNotFoundError(f"evaluator.feature=classifier needs a classifier at {path}: run `{fix}`")
             log.warning("no classifier at %s: IS/mode counts skipped (train one: %s)", path, fix)
             return None
         return path
@@ -124,8 +116,6 @@ class ImageEvaluator(L.Callback):
                                                       classifier=str(cls_file) if cls_file else self.classifier_path,
                                                       cache=self.cache_dir)
             if cls_file is not None:
-                from gancollapse.classifier import load_classifier
-
                 self._classifier = load_classifier(cls_file)
         self._extractor.to(device)
         if self._classifier is not None:
@@ -136,8 +126,6 @@ class ImageEvaluator(L.Callback):
             keep = max(self.n_prdc if self.prdc else 0, self.kid_subset_size if self.kid else 0, 2)
 
             def real_batches():  # uint8 until the device: 4× less host memory than floats for 50k images
-                from gancollapse.data.images import to_float
-
                 images, _ = dm.sample_uint8(self.n_real, seed=self.seed)
                 return (to_float(b.to(device)) for b in images.split(self.batch_size))
 
@@ -163,8 +151,6 @@ class ImageEvaluator(L.Callback):
                 feats.append(self._extractor(fake).float())
             if self._classifier is not None:
                 if stacked:
-                    from gancollapse.metrics.mode_count import stacked_modes
-
                     modes.append(stacked_modes(fake, self._classifier, self.batch_size))
                 elif not inception_is and fake.shape[1] == self._classifier.config["channels"]:
                     probs.append(torch.softmax(self._classifier(fake).float(), dim=1))
@@ -174,92 +160,36 @@ class ImageEvaluator(L.Callback):
         if self.kid:
             m["kid"], m["kid_std"] = kid_from_features(real_feats, fake_feats, self.kid_subsets, self.kid_subset_size, self.seed)
         if self.prdc:
-            from gancollapse.metrics.prdc import prdc
-
             n = min(self.n_prdc, real_feats.shape[0], fake_feats.shape[0])
             if n > 5:
                 m.update(prdc(real_feats[:n], fake_feats[:n]))
         if probs:
-            from gancollapse.metrics.i_variance import i_variance
-            from gancollapse.metrics.inception_score import inception_score
-
             p = torch.cat(probs)
             m["is"], m["is_std"] = inception_score(p, self.is_splits)
             m["i_variance"], m["i_variance_std"] = i_variance(p, self.is_splits)
         if modes:
-            from gancollapse.metrics.mode_count import mode_stats
-
             stats = mode_stats(torch.cat(modes), 1000)
             m["modes"], m["kl_uniform"] = stats["modes"], stats["kl_uniform"]
         return m
 
-    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
-        step = pl_module.g_steps
-        self._last_eval = step
-        t0 = time.perf_counter()
-        metrics = self.compute(pl_module)
-        metrics["eval/seconds"] = time.perf_counter() - t0
-        metrics["eval/g_step"] = float(step)
-        value = metrics.get(self.monitor)
-        if value is not None and value == value and ("best/" + self.monitor not in self.best or value < self.best["best/" + self.monitor]):
-            self.best = {f"best/{self.monitor}": float(value), f"best/{self.monitor}_step": float(step)}
-        metrics.update(self.best)
-        pl_module.latest_eval.update(metrics)
-        pl_module.log_metrics(metrics)
-        for k, v in metrics.items():
-            trainer.callback_metrics[k] = torch.tensor(v)
-        self.history.append(dict(metrics))
+    def after_evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, metrics: dict[str, float],
+                       step: int) -> None:
         if trainer.is_global_zero and self.grid_size > 0 and self.run_dir is not None:
             self.save_grid(pl_module, self.run_dir / "samples" / f"step_{step:06d}.png")
-        self._save_best(trainer)
-        return metrics
 
     def save_grid(self, pl_module: L.LightningModule, path: Path) -> None:
-        from torchvision.utils import save_image
-
         imgs = pl_module.generate(self.grid_size, z=self.grid_z[: self.grid_size].to(pl_module.device)).float().cpu()
         path.parent.mkdir(parents=True, exist_ok=True)
         nrow = self.grid_nrow or max(1, int(round(self.grid_size ** 0.5)))
         save_image(imgs, path, nrow=nrow, normalize=True, value_range=(-1, 1), padding=2)
 
-    @staticmethod
-    def _save_best(trainer: L.Trainer) -> None:
-        """Let monitoring ModelCheckpoints consider the new value now, while the weights are the evaluated
-        ones (by default they only look at epoch ends, after more training steps)."""
-        for cb in trainer.checkpoint_callbacks:
-            if (isinstance(cb, ModelCheckpoint) and cb.monitor and cb.monitor in trainer.callback_metrics
-                    and hasattr(cb, "_save_topk_checkpoint")):  # private since Lightning 1.x; guarded
-                cb._save_topk_checkpoint(trainer, cb._monitor_candidates(trainer))
-
-    # ------------------------------------------------------------------ hooks
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        step = pl_module.g_steps
-        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step != self._last_eval:
-            self.evaluate(trainer, pl_module)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        epoch = trainer.current_epoch + 1
-        if self.every_n_epochs and epoch % self.every_n_epochs == 0 and pl_module.g_steps != self._last_eval:
-            self.evaluate(trainer, pl_module)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if pl_module.g_steps != self._last_eval and pl_module.g_steps > 0:
-            self.evaluate(trainer, pl_module)
+    def finish(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and self.run_dir is not None:
             grids = sorted((self.run_dir / "samples").glob("step_*.png"))
             if grids:  # the report's thumbnail
                 (self.run_dir / "samples" / "final.png").write_bytes(grids[-1].read_bytes())
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"best": dict(self.best), "last_eval": self._last_eval}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.best = dict(state_dict.get("best", {}))
-        self._last_eval = int(state_dict.get("last_eval", -1))
-
 
 def grid_tensor(images: Tensor, nrow: int) -> Tensor:
     """The (3, H, W) grid torchvision would save, in [0, 1] (for loggers that take images)."""
-    from torchvision.utils import make_grid
-
     return make_grid(images.float().cpu(), nrow=nrow, normalize=True, value_range=(-1, 1))

@@ -11,8 +11,9 @@ Every ``every_n_steps`` generator steps (and at the end of training) it records
 * on toy mixtures (a datamodule with ``centers``/``std``): modes captured, HQ fraction and reverse KL
   (:func:`gancollapse.metrics.toy.mode_stats`);
 * on image data with a classifier (``classifier=<path>`` from ``python -m gancollapse.classifier``): the
-  class histogram of generated images, the classes covered, and the Inception Score computed with that
-  classifier's p(y|x). Without a classifier this part is skipped with a logged reason.
+  class histogram of generated images, the classes covered, and the Inception Score
+  (:func:`gancollapse.metrics.inception_score.inception_score`, one split) computed with that classifier's
+  p(y|x). Without a classifier this part is skipped with a logged reason.
 
 Numbers go to the loggers (``observatory/*`` columns of metrics.csv) and to ``summary.json`` (via
 ``latest_eval``); ``<run>/plots/observatory.png`` is the dashboard, redrawn at the end of training.
@@ -38,9 +39,14 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.utils import make_grid
 
-from gancollapse.module import _as_batch
+from gancollapse.classifier import default_classifier_path, load_classifier, predict_proba
+from gancollapse.metrics.inception_score import inception_score
+from gancollapse.metrics.toy import mode_histogram, mode_stats
+from gancollapse.models.phased import _as_batch
 from gancollapse.optim.lanczos import hessian_eigenpairs
+from gancollapse.plots import plt
 
 log = logging.getLogger("gancollapse")
 
@@ -54,17 +60,6 @@ def mean_nn_distance(x: Tensor) -> float:
     d = torch.cdist(flat, flat)
     d.fill_diagonal_(float("inf"))
     return float(d.min(dim=1).values.mean())
-
-
-def inception_score(probs: Tensor, splits: int = 1) -> float:
-    """IS = exp(E_x KL(p(y|x) ‖ p(y))) (Salimans et al. 2016), averaged over ``splits`` equal chunks; the sum
-    runs over *classes* (the NuGAN notebooks summed over images, seeds-gan-training.md §3.2 f)."""
-    scores = []
-    for chunk in probs.double().chunk(splits):
-        py = chunk.mean(dim=0, keepdim=True)
-        kl = (chunk * (torch.log(chunk.clamp_min(1e-12)) - torch.log(py.clamp_min(1e-12)))).sum(dim=1)
-        scores.append(math.exp(float(kl.mean())))
-    return float(sum(scores) / len(scores))
 
 
 def class_coverage(probs: Tensor, min_fraction: float = 0.1) -> tuple[Tensor, int, float]:
@@ -82,7 +77,7 @@ def class_coverage(probs: Tensor, min_fraction: float = 0.1) -> tuple[Tensor, in
 
 
 def objective_losses(module: nn.Module, real: Tensor, z: Tensor) -> dict[str, tuple[Tensor, list[Tensor]]]:
-    """G and D losses of a plain :class:`~gancollapse.module.GANModule` from its objective, each with the
+    """G and D losses of a plain :class:`~gancollapse.models.gan.GANModule` from its objective, each with the
     parameters it is minimised over."""
     g_params = [p for p in module.generator.parameters() if p.requires_grad]
     d_params = [p for p in module.discriminator.parameters() if p.requires_grad]
@@ -171,8 +166,6 @@ class CollapseObservatory(L.Callback):
         self.toy = dm is not None and hasattr(dm, "centers") and hasattr(dm, "std")
         path = self._classifier_file(dm)
         if path is not None:
-            from gancollapse.classifier import load_classifier
-
             self.classifier = load_classifier(path)
         elif not self.toy and "classes" not in self.skipped:
             self._skip("classes", "no classifier configured (callbacks.observatory.classifier=<path>; train one "
@@ -184,8 +177,6 @@ class CollapseObservatory(L.Callback):
             return None
         if self.classifier_path != "auto":
             return Path(self.classifier_path)
-        from gancollapse.classifier import default_classifier_path
-
         if dm is None or not hasattr(dm, "describe"):
             self._skip("classes", "classifier=auto needs an image datamodule: class histogram and IS skipped")
             return None
@@ -276,16 +267,12 @@ class CollapseObservatory(L.Callback):
                     metrics["observatory/d_code_spread_ratio"] = metrics["observatory/d_code_spread"] / real_code_spread
         # Toy mixtures: mode coverage.
         if self.toy:
-            from gancollapse.metrics.toy import mode_histogram, mode_stats
-
             dm = pl_module.trainer.datamodule
             pts = pl_module.generate(self.toy_samples, z=pl_module.sampler.prior(self.toy_samples, pl_module.z_dim, "cpu", gen)).cpu()
             metrics.update(mode_stats(pts, dm.centers, dm.std).as_dict("observatory/toy_"))
             self.last_hist, _ = mode_histogram(pts, dm.centers, dm.std)
         # Images with a classifier: class histogram and IS.
         elif self.classifier is not None and fake.dim() == 4:
-            from gancollapse.classifier import predict_proba
-
             cfg = getattr(self.classifier, "config", {})
             zc = pl_module.sampler.prior(self.n_classify, pl_module.z_dim, "cpu", gen).to(device)
             imgs = _fit_images(pl_module.generate(self.n_classify, z=zc), cfg.get("img_size", fake.shape[-1]),
@@ -296,7 +283,7 @@ class CollapseObservatory(L.Callback):
             self.last_hist = hist
             metrics["observatory/classes_covered"] = float(covered)
             metrics["observatory/class_entropy"] = entropy
-            metrics["observatory/is"] = inception_score(probs)
+            metrics["observatory/is"] = inception_score(probs, splits=1)[0]  # one split: 1,000 samples a check
         return metrics
 
     # ------------------------------------------------------------------ hooks
@@ -323,8 +310,6 @@ class CollapseObservatory(L.Callback):
     # ------------------------------------------------------------------ dashboard
     def dashboard(self, path: Path) -> Path:
         """Four panels: top eigenvalues of G and D, spread ratios, coverage, and the latest samples."""
-        from gancollapse.plots import plt
-
         path.parent.mkdir(parents=True, exist_ok=True)
         steps = [h["observatory/g_step"] for h in self.history]
         fig, axes = plt.subplots(2, 2, figsize=(10, 7.5), dpi=90)
@@ -363,9 +348,7 @@ class CollapseObservatory(L.Callback):
         ax = axes[1, 1]
         s = self.last_samples
         if s is not None and s.dim() == 4:
-            import torchvision
-
-            grid = torchvision.utils.make_grid(s.float().clamp(-1, 1), nrow=8, normalize=True, value_range=(-1, 1))
+            grid = make_grid(s.float().clamp(-1, 1), nrow=8, normalize=True, value_range=(-1, 1))
             ax.imshow(grid.permute(1, 2, 0).numpy())
             ax.axis("off")
         elif s is not None and s.dim() == 2 and s.shape[1] >= 2:
@@ -380,4 +363,4 @@ class CollapseObservatory(L.Callback):
         return path
 
 
-__all__ = ["CollapseObservatory", "mean_nn_distance", "inception_score", "class_coverage", "objective_losses"]
+__all__ = ["CollapseObservatory", "mean_nn_distance", "class_coverage", "objective_losses"]

@@ -1,10 +1,11 @@
-"""Mode-collapse metrics for 2D Gaussian mixtures (VEEGAN / PacGAN protocol, REFERENCE.md).
+"""Mode-collapse metrics for 2D Gaussian mixtures, the protocol of VEEGAN (Srivastava et al., NeurIPS 2017,
+Sec. 5.1) and PacGAN (Lin et al., NeurIPS 2018, Sec. 5.1; code fjxmlzn/PacGAN).
 
 * A generated sample is *high quality* (HQ) when it lies within ``threshold`` standard deviations of its
   nearest mode centre (VEEGAN: 3σ).
 * A mode is *captured* when at least ``min_fraction`` of all scored samples are HQ samples assigned to it
   (VEEGAN: 20 of 2,500 = 0.8%).
-* Reverse KL = KL(p̂ ‖ U_K) = ln K − H(p̂), with p̂ the mode histogram of the HQ samples (PacGAN).
+* Reverse KL = KL(p̂ ‖ U_K) = ln K − H(p̂), with p̂ the mode histogram of the HQ samples (PacGAN, Table 1).
 """
 
 from __future__ import annotations

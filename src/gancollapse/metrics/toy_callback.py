@@ -2,69 +2,61 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning as L
 import torch
 
+from gancollapse.metrics.evaluator import Evaluator
 from gancollapse.metrics.toy import mode_stats
 from gancollapse.plots import save_gif, scatter_frame
 
 
-class ToyEvaluator(L.Callback):
-    """Scores ``n_samples`` generated points every ``every_n_steps`` G steps and at the end of training.
+class ToyEvaluator(Evaluator):
+    """Scores ``n_samples`` generated points (modes captured, HQ fraction, reverse KL; see
+    :mod:`gancollapse.metrics.toy`) on the :class:`~gancollapse.metrics.evaluator.Evaluator` schedule.
 
     Frames (real points vs G on fixed noise) go to ``<run>/plots/frame_XXXXXX.png``; at the end they are
     assembled into ``plots/training.gif`` and the last one is copied to ``plots/final.png``.
+
+    Args (besides the common ones of :class:`~gancollapse.metrics.evaluator.Evaluator`):
+        threshold: HQ radius in mixture standard deviations (VEEGAN: 3).
+        min_fraction: share of all samples a mode needs to count as captured (VEEGAN: 20 of 2,500).
+        n_plot: points per frame.
+        frames: draw the frames and the GIF.
     """
 
-    def __init__(self, every_n_steps: int = 500, n_samples: int = 10_000, threshold: float = 3.0,
-                 min_fraction: float = 0.008, n_plot: int = 1000, frames: bool = True, seed: int = 1234) -> None:
-        super().__init__()
-        if every_n_steps < 1:
-            raise ValueError(f"dataset.evaluator.every_n_steps must be >= 1, got {every_n_steps}")
-        if n_samples < 1:
-            raise ValueError(f"dataset.evaluator.n_samples must be >= 1, got {n_samples}")
-        self.every, self.n_samples, self.threshold, self.min_fraction = every_n_steps, n_samples, threshold, min_fraction
-        self.n_plot, self.frames, self.seed = n_plot, frames, seed
-        self.run_dir: Path | None = None
-        self._last_eval = -1
-        self.history: list[dict[str, float]] = []
+    namespace = "toy"
+
+    def __init__(self, every_n_steps: int | None = 500, every_n_epochs: int | None = None, n_samples: int = 10_000,
+                 seed: int = 1234, monitor: str | None = None, monitor_mode: str = "min", threshold: float = 3.0,
+                 min_fraction: float = 0.008, n_plot: int = 1000, frames: bool = True) -> None:
+        super().__init__(every_n_steps, every_n_epochs, n_samples, seed, monitor, monitor_mode)
+        if threshold <= 0:
+            raise ValueError(f"evaluator.threshold must be > 0, got {threshold}")
+        self.threshold, self.min_fraction = float(threshold), float(min_fraction)
+        self.n_plot, self.frames = int(n_plot), bool(frames)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        dm = trainer.datamodule
-        self.centers, self.std = dm.centers, dm.std
+        super().setup(trainer, pl_module, stage)
+        dm = self.datamodule
         self.real = dm.sample(self.n_plot, seed=self.seed)
-        self.run_dir = Path(trainer.default_root_dir)
         gen = torch.Generator().manual_seed(self.seed)
         self.fixed_z = pl_module.sampler.prior(self.n_plot, pl_module.z_dim, "cpu", gen)
         self.eval_z = pl_module.sampler.prior(self.n_samples, pl_module.z_dim, "cpu", gen)
 
-    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
-        step = pl_module.g_steps
-        self._last_eval = step
-        fake = pl_module.generate(self.n_samples, z=self.eval_z).cpu()
-        metrics = mode_stats(fake, self.centers, self.std, self.threshold, self.min_fraction).as_dict()
-        metrics["toy/g_step"] = step
-        pl_module.latest_eval.update(metrics)
-        pl_module.log_metrics(metrics)
-        for k, v in metrics.items():
-            trainer.callback_metrics[k] = torch.tensor(v)
-        self.history.append(metrics)
+    def compute(self, pl_module: L.LightningModule) -> dict[str, float]:
+        dm = self.datamodule
+        fake = pl_module.generate(len(self.eval_z), z=self.eval_z).cpu()
+        return mode_stats(fake, dm.centers, dm.std, self.threshold, self.min_fraction).as_dict()
+
+    def after_evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, metrics: dict[str, float],
+                       step: int) -> None:
         if self.frames and trainer.is_global_zero and self.run_dir is not None:
+            centers = self.datamodule.centers
             pts = pl_module.generate(self.n_plot, z=self.fixed_z).cpu()
-            title = f"step {step}: {metrics['toy/modes']:.0f}/{len(self.centers)} modes, HQ {100 * metrics['toy/hq_fraction']:.1f}%"
-            scatter_frame(self.real, pts, self.run_dir / "plots" / f"frame_{step:06d}.png", title, self.centers)
-        return metrics
+            title = f"step {step}: {metrics['toy/modes']:.0f}/{len(centers)} modes, HQ {100 * metrics['toy/hq_fraction']:.1f}%"
+            scatter_frame(self.real, pts, self.run_dir / "plots" / f"frame_{step:06d}.png", title, centers)
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        step = pl_module.g_steps
-        if step > 0 and step % self.every == 0 and step != self._last_eval:
-            self.evaluate(trainer, pl_module)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if pl_module.g_steps != self._last_eval:
-            self.evaluate(trainer, pl_module)
+    def finish(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.frames and trainer.is_global_zero and self.run_dir is not None:
             frames = sorted((self.run_dir / "plots").glob("frame_*.png"))
             if frames:
