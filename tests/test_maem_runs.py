@@ -16,7 +16,7 @@ from gancollapse.train import CONF_DIR, run
 from .conftest import compose_cfg
 
 BATCH = 32
-SMALL_TOY = ["dataset.n_samples=256", f"dataset.batch_size={BATCH}", "dataset.evaluator=null", "log_every_n_steps=1"]
+SMALL_TOY = ["dataset.n_samples=256", f"dataset.batch_size={BATCH}", "evaluator=none", "log_every_n_steps=1"]
 
 
 def _state(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -64,7 +64,7 @@ def test_seed_compat_buffer_shrinks_in_a_real_run_and_reloads(tmp_path: Path) ->
 
 def test_toy_ring_run_with_full_maem_bundle(tmp_path: Path) -> None:
     cfg = compose_cfg(["regularizer=maem", "loss=maf", "model.discriminator.out_dim=4", "max_g_steps=60",
-                       "regularizer.maem.ramp_epochs=1", "dataset.evaluator.every_n_steps=60"])
+                       "regularizer.maem.ramp_epochs=1", "evaluator.every_n_steps=60"])
     summary = run(cfg, tmp_path)
     assert summary["g_steps"] == 60 and summary["nonfinite_skips"] == 0
     assert summary["toy/hq_fraction"] is not None
@@ -74,6 +74,37 @@ def test_toy_ring_run_with_full_maem_bundle(tmp_path: Path) -> None:
         assert vals and all(math.isfinite(v) for v in vals), name
     late = [float(r["train/maem_entropy_real"]) for r in rows if r.get("train/maem_entropy_real")][-1]
     assert late != 0.0  # σ has ramped up after the first epoch
+
+
+def _entropy_estimates(run_dir: Path, sigma: float) -> tuple[list[float], list[float]]:
+    """The logged terms −σ·log(mean NN distance) turned back into the estimates (real side, fake side)."""
+    rows = _rows(run_dir)
+    real = [-float(r["train/maem_entropy_real"]) / sigma for r in rows if r.get("train/maem_entropy_real")]
+    fake = [-float(r["train/maem_entropy_fake"]) / sigma for r in rows if r.get("train/maem_entropy_fake")]
+    return real, fake
+
+
+def test_maem_entropy_raises_the_code_entropy_it_estimates(tmp_path: Path) -> None:
+    """MaEM's purpose: a higher nearest-neighbour entropy of D's real codes (D step) and fake codes (G step)
+    against the replay buffers. Baseline: the same run with σ = 1e-12, i.e. regularizer=none for the nets
+    (the term's gradient is ~1e-10 of the loss's) on the same random streams (the buffers' U(−1, 1) initial
+    codes draw from the global RNG, so a regularizer=none run would differ by its random numbers), still logging
+    the estimate. Over the second half of 60 steps σ = 0.05 gave +0.6…0.9 nats (real) and +1.8…2.8 (fake)
+    on seeds 0–2; a detached or sign-flipped term gives ≤ 0."""
+    common = ["regularizer=maem_entropy", "loss=maf", "model.discriminator.out_dim=4", "evaluator=none",
+              "max_g_steps=60", "log_every_n_steps=1", "regularizer.maem.ramp_epochs=0"]
+    est = {}
+    for sigma in (1e-12, 0.05):
+        run(compose_cfg([*common, f"regularizer.maem.sigma={sigma}"]), tmp_path / str(sigma))
+        est[sigma] = _entropy_estimates(tmp_path / str(sigma), sigma)
+
+    def late(v: list[float]) -> float:
+        assert len(v) == 60 and all(math.isfinite(x) for x in v)
+        return sum(v[30:]) / 30
+
+    (base_real, base_fake), (real, fake) = est[1e-12], est[0.05]
+    assert late(real) > late(base_real) + 0.3
+    assert late(fake) > late(base_fake) + 1.0
 
 
 def _image_configs_present() -> bool:
@@ -87,7 +118,7 @@ def test_maem_cifar10_experiment_short_cpu_run_logs_all_terms(tmp_path: Path) ->
     # 4-batch epochs so that the σ ramp (2 epochs here) and the per-epoch StepLR (every 2 epochs) both move.
     cfg = compose_cfg([
         "experiment=maem_cifar10", "dataset=digits", "~dataset.train_test", "dataset.channels=3",
-        "dataset.batch_size=16", "dataset.evaluator=null", "dataset.monitor=null", "trainer.accelerator=cpu",
+        "dataset.batch_size=16", "evaluator=none", "trainer.accelerator=cpu",
         "model.generator.base=4", "model.discriminator.base=4", "+trainer.limit_train_batches=4",
         "max_g_steps=8", "regularizer.maem.ramp_epochs=2", "optim.scheduler.step_size=2", "log_every_n_steps=1",
     ], tiny=False)

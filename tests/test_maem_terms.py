@@ -3,6 +3,8 @@ DLLE and DIsoMap on nets for which the answer is known."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -16,6 +18,7 @@ from gancollapse.regularizers.maem import (
     SeedCompatBuffer,
     entropy_weight,
     manifold_entropy,
+    nearest_neighbour,
 )
 
 
@@ -39,6 +42,41 @@ def test_entropy_equals_brute_force_value_and_gradient(metric: str) -> None:
     (grad_ref,) = torch.autograd.grad(ref, codes)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad_ours, grad_ref, rtol=1e-4, atol=1e-6)
+
+
+def brute_neighbours(codes: torch.Tensor, buffer: torch.Tensor, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices, per-code distance) of the nearest buffer rows, all in float64."""
+    c, b = codes.double(), buffer.double()
+    if metric == "l2":
+        idx = torch.cdist(c, b).argmin(dim=1)
+        return idx, (c - b[idx]).pow(2).mean(dim=1)
+    cos = torch.nn.functional.normalize(c, dim=1) @ torch.nn.functional.normalize(b, dim=1).t()
+    idx = cos.argmax(dim=1)
+    return idx, 1.0 - cos.max(dim=1).values
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+@pytest.mark.parametrize("offset", [0.0, 30.0])
+def test_nearest_neighbour_exact_for_codes_far_from_the_origin(metric: str, offset: float) -> None:
+    """D's codes drift off the origin in long runs: at offset 30 with spread 0.01 the float32 expansion
+    ‖c‖² − 2c·b + ‖b‖² got 64 of 64 neighbours wrong and the entropy term off by ~0.8."""
+    g = torch.Generator().manual_seed(0)
+    buffer = offset + 0.01 * torch.randn(1024, 16, generator=g)
+    codes = offset + 0.01 * torch.randn(64, 16, generator=g)
+    idx, dist = brute_neighbours(codes, buffer, metric)
+    assert torch.equal(nearest_neighbour(codes, buffer, metric), buffer[idx])
+    expected = torch.log(dist.mean() + 1e-12).item()
+    assert manifold_entropy(codes, buffer, metric).item() == pytest.approx(expected, abs=1e-4)
+
+
+def test_nearest_neighbour_exact_for_a_buffer_of_two_far_apart_clusters() -> None:
+    """What centring on the buffer mean would not fix: tight clusters at 0 and 30 (mean 15)."""
+    g = torch.Generator().manual_seed(1)
+    buffer = 0.01 * torch.randn(1024, 16, generator=g)
+    buffer[512:] += 30.0
+    codes = 30.0 + 0.01 * torch.randn(64, 16, generator=g)
+    idx, _ = brute_neighbours(codes, buffer, "l2")
+    assert torch.equal(nearest_neighbour(codes, buffer), buffer[idx])
 
 
 def test_entropy_hand_computed() -> None:
@@ -89,6 +127,42 @@ def test_seed_compat_buffer_shrinks_like_the_seed() -> None:
     codes = torch.randn(64, 4)
     val = buf.entropy(codes)
     assert val.item() == pytest.approx(torch.log((codes - prev).pow(2).mean(dim=1).mean()).item(), rel=1e-5)
+
+
+def test_seed_compat_starts_with_the_same_codes_in_every_slot() -> None:
+    """The seed draws S codes once and stacks copies of them for every batch slot."""
+    buf = SeedCompatBuffer(16, 3)
+    buf.entropy(torch.randn(4, 3))
+    init = buf.data[:-1]  # 16 − 4 initial rows survive the first push
+    assert init.shape == (12, 4, 3)
+    assert torch.equal(init, init[:, :1].expand_as(init))
+    assert init.abs().max() <= 1.0 and init[:, 0].std() > 0.1
+
+
+def test_fifo_horizon_vs_seed_compat_per_slot_neighbours() -> None:
+    """FIFO (default): each code's neighbour is the nearest of the last S codes, any slot, any of the last
+    S/B batches. seed_compat: once the buffer has shrunk, code i's only neighbour is code i of the previous
+    batch. Batches of B = 4 two-dimensional codes; S = 8 holds the last two batches."""
+    q = torch.tensor([[0.0, 0.0], [10.0, 0.0], [20.0, 0.0], [30.0, 0.0]])
+    two_ago = q + torch.tensor([0.0, 0.05])                       # the close copies, two batches back
+    previous = q.roll(1, dims=0) + torch.tensor([0.0, 0.1])       # slot i holds q[i−1] (+0.1): off by one slot
+    history = [torch.randn(4, 2) * 100, two_ago, previous]
+
+    def term(seed_compat: bool, size: int) -> float:
+        reg = ManifoldEntropy(sigma=1.0, code_dim=2, buffer_size=size, ramp_epochs=0, seed_compat=seed_compat)
+        for batch in history:
+            reg.d_terms(_step("d", batch))
+        return -reg.d_terms(_step("d", q))["maem_entropy_real"].item()
+
+    # FIFO of 8 codes = the last two batches: each q[i] finds two_ago[i], 0.05² / 2 away
+    assert term(False, 8) == pytest.approx(math.log(0.05**2 / 2), abs=1e-5)
+    # FIFO of 4 codes = the previous batch only, but any slot: q[i] finds previous[i+1], 0.1² / 2 away
+    assert term(False, 4) == pytest.approx(math.log(0.1**2 / 2), abs=1e-5)
+    # seed_compat: the (8, 4, 2) buffer has shrunk to the previous batch (8 → 5 → 2 → 1) and q[i] is scored
+    # against previous[i] only: 10² (or 30² for slot 0) plus 0.1², over d = 2
+    per_slot = (q - previous).pow(2).mean(dim=1)
+    assert per_slot.tolist() == pytest.approx([(900 + 0.01) / 2] + [(100 + 0.01) / 2] * 3)
+    assert term(True, 8) == pytest.approx(math.log(per_slot.mean().item()), rel=1e-6)
 
 
 def test_seed_compat_state_round_trip() -> None:

@@ -82,24 +82,48 @@ def test_weight_clipping_clamps_every_parameter():
 
 
 def test_topk_schedule_follows_sinha_decay_and_floor():
-    assert topk_count(500, 0, gamma=0.99, nu=0.5) == 495
-    assert topk_count(500, 9, gamma=0.99, nu=0.5) == int(500 * 0.99**10)
-    assert topk_count(500, 200, gamma=0.99, nu=0.5) == 250  # floor ν·B
-    # the seed's fixed 50% from mid-training
-    assert topk_count(500, 249, gamma=0.0, nu=0.5, start_epoch=250) == 500
-    assert topk_count(500, 250, gamma=0.0, nu=0.5, start_epoch=250) == 250
+    """Sinha et al. Alg. 1: k = B in the first epoch, then k ← max(γk, ν·B) at each epoch end, k real-valued
+    and floored when used: ⌊64·0.99^e⌋ = 64, 63, 62, 62, 61, 60, 60, 59, …"""
+    ks = [topk_count(64, e, gamma=0.99, nu=0.5) for e in range(80)]
+    assert ks[:8] == [64, 63, 62, 62, 61, 60, 60, 59]
+    assert ks[:8] == [int(64 * 0.99**e) for e in range(8)]
+    assert all(a >= b for a, b in zip(ks, ks[1:], strict=False))
+    assert min(ks) == 32 and ks.index(32) == 66 and ks[-1] == 32  # floor ν·B, reached at epoch 66
+    assert topk_count(500, 9, gamma=0.99, nu=0.5) == int(500 * 0.99**9)
+    assert topk_count(500, 1000, gamma=0.99, nu=0.5) == 250
+    # start_epoch delays the schedule: k = B through start_epoch, first decay after it
+    delayed = [topk_count(64, e, gamma=0.99, nu=0.5, start_epoch=10) for e in range(8, 14)]
+    assert delayed == [64, 64, 64, 63, 62, 62]
+    # the Mode_Collapse seed: topk(s_f, B // 2) for epoch >= epochs/2 (500 epochs, B = 500), no decay
+    seed = [topk_count(500, e, gamma=0.0, nu=0.5, start_epoch=249) for e in (0, 248, 249, 250, 251, 499)]
+    assert seed == [500, 500, 500, 250, 250, 250]
+    assert topk_count(4, 3, gamma=0.5, nu=0.1) == 1  # at least one sample
+
+
+def test_topk_filter_uses_the_epoch_schedule():
+    reg = TopK(gamma=0.5, nu=0.25)
+    d_fake = torch.arange(8.0)[:, None]
+    sizes = []
+    for epoch in range(4):
+        idx = reg.filter_fake(d_fake, make_step(nn.Identity(), torch.zeros(8, 1), torch.zeros(8, 1), "g", epoch=epoch))
+        sizes.append(8 if idx is None else len(idx))
+        assert int(reg.last_k) == sizes[-1]
+    assert sizes == [8, 4, 2, 2]
 
 
 def test_topk_selects_highest_scored_fakes():
     reg = TopK(gamma=0.0, nu=0.5)
     d_fake = torch.tensor([[0.1], [5.0], [-2.0], [3.0]])
-    idx = reg.filter_fake(d_fake, make_step(nn.Identity(), torch.zeros(4, 1), torch.zeros(4, 1), "g"))
+    step = make_step(nn.Identity(), torch.zeros(4, 1), torch.zeros(4, 1), "g", epoch=0)
+    assert reg.filter_fake(d_fake, step) is None  # the first epoch keeps the whole batch
+    idx = reg.filter_fake(d_fake, make_step(nn.Identity(), torch.zeros(4, 1), torch.zeros(4, 1), "g", epoch=1))
     assert sorted(idx.tolist()) == [1, 3]
 
 
 @pytest.mark.parametrize("cls,kwargs,key", [(GradientPenalty, {"weight": -1}, "gradient_penalty.weight"),
                                             (WeightClipping, {"clip": 0}, "weight_clipping.clip"),
-                                            (TopK, {"nu": 0}, "topk.nu")])
+                                            (TopK, {"nu": 0}, "topk.nu"),
+                                            (TopK, {"start_epoch": -1}, "topk.start_epoch")])
 def test_bad_values_name_the_key(cls, kwargs, key):
     with pytest.raises(ValueError, match=key):
         cls(**kwargs)

@@ -104,6 +104,43 @@ def test_mcmc_samplers_move_towards_target(make, short, long):  # noqa: ANN001
     assert d_long < 0.5 * PRIOR_W1
 
 
+class GaussianTargetD(nn.Module):
+    """d(z) = log N(z; 1, 0.5²) − log N(z; 0, 1): with G = identity the latent target p0·e^d is N(1, 0.5²)."""
+
+    MEAN, STD = 1.0, 0.5
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(-1)
+        log_target = -0.5 * ((x - self.MEAN) / self.STD) ** 2 - math.log(self.STD * math.sqrt(2 * math.pi))
+        return (log_target - log_prior(x)).unsqueeze(1) + 0.0 * self.dummy
+
+
+def test_repgan_mh_correction_gives_the_target_variance_at_a_coarse_step(monkeypatch):  # noqa: ANN001
+    """At step τ = s² the unadjusted Langevin chain on N(μ, s²) is stationary at variance s²/(1 − τ/4s²) = 4s²/3
+    (its AR(1) recursion); REP-GAN's MH test must bring it back to s². Removing the MH step (every proposal
+    accepted) must make this test fail, and does."""
+    s2 = GaussianTargetD.STD ** 2
+
+    def chains() -> tuple[torch.Tensor, float]:
+        sampler = REPGANSampler(chain_length=60, tau=s2, eta=None, batch_size=4000, calibrate=False)
+        z = sampler.sample(IdentityG(), GaussianTargetD(), 4000, 1, "cpu", seed=0).reshape(-1)
+        return z, sampler.stats["sampler/acceptance"]
+
+    z, acceptance = chains()
+    assert 0.3 < acceptance < 0.99  # the test rejects some coarse proposals
+    assert z.mean().item() == pytest.approx(GaussianTargetD.MEAN, abs=0.04)
+    assert z.var().item() == pytest.approx(s2, rel=0.08)
+    # without the correction: the unadjusted chain's variance, 4/3 of the target's
+    monkeypatch.setattr("gancollapse.samplers.repgan.mh_accept", lambda log_r, gen: torch.ones_like(log_r, dtype=torch.bool))
+    ula, _ = chains()
+    assert ula.var().item() == pytest.approx(s2 / (1 - 0.25), rel=0.08)
+    assert ula.var().item() > s2 * 1.2
+
+
 def test_wlgan_final_states_move_from_prior_towards_flattened_target():
     """Without reweighting WL-GAN keeps the final states of chains that target the energy-flattened π_θ, so
     they leave the prior towards the data but stay farther than exact samplers (high-energy levels are

@@ -45,6 +45,7 @@ from gancollapse.classifier import default_classifier_path, load_classifier, pre
 from gancollapse.metrics.inception_score import inception_score
 from gancollapse.metrics.toy import mode_histogram, mode_stats
 from gancollapse.models.phased import _as_batch
+from gancollapse.nets.stochastic import deterministic
 from gancollapse.optim.lanczos import hessian_eigenpairs
 from gancollapse.plots import plt
 
@@ -252,7 +253,8 @@ class CollapseObservatory(L.Callback):
         fake = pl_module.generate(self.n_spread, z=z)
         self.last_samples = (fake[:64] if fake.dim() == 4 else fake[:1000]).detach().cpu()
         metrics["observatory/spread"] = mean_nn_distance(fake)
-        with torch.no_grad():
+        # The code spread is a property of D's mean code; a stochastic head's draw would add its noise.
+        with torch.no_grad(), deterministic(pl_module.discriminator):
             codes_fake = _d_codes(pl_module.discriminator, fake)
             metrics["observatory/d_code_spread"] = mean_nn_distance(codes_fake)
             if real is not None:

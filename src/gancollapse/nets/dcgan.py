@@ -1,12 +1,13 @@
 """DCGAN generators and discriminators (Radford et al., 2016) at 28, 32, 64 and 128 pixels.
 
-The 32×32 defaults are MaEM-GAN's nets (reference/seeds-gan-training.md §1.2):
+The 32×32 defaults are MaEM-GAN's nets (Liu et al., AAAI'23; github.com/HaozheLiu-ST/MEE ``models.py``):
 
 * G (no biases): z → ConvT(z→8b, k4 s1) + BN + ReLU → ConvT(8b→4b, k4 s2 p1) + BN + ReLU
   → ConvT(4b→2b) + BN + ReLU → ConvT(2b→C) + Tanh, with b = ``base`` = 64.
 * D (no biases, no BN, spectral norm in MaEM): Conv(C→2b, k4 s2 p1) → 4b → 8b, each LeakyReLU(0.2),
   → flatten → Linear(→ m) or, with the stochastic head, Linear(→ 2m) = (μ, log σ²) and
-  D(x) = μ + ε·exp(log σ² / 2), ε ~ N(0, I) drawn afresh on every call (RealnessGAN / MaEM).
+  D(x) = μ + ε·exp(log σ² / 2), ε ~ N(0, I) drawn afresh on every call (RealnessGAN / MaEM). Scoring
+  outside training reads μ instead, through :func:`gancollapse.nets.stochastic.deterministic`.
 * Init: conv weights N(0, 0.02); BN γ ~ N(1, 0.02), β = 0; linear layers orthogonal.
 
 DCGAN-64 (CelebA) adds one stage on each side (G widths 8b…b, D widths b…8b). The 28×28 variant (MNIST
@@ -18,9 +19,10 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
+
+from gancollapse.nets.stochastic import reparameterize
 
 SUPPORTED_SIZES = (28, 32, 64, 128)
 
@@ -104,8 +106,9 @@ class DCGANDiscriminator(nn.Module):
         img_size: 28, 32, 64 or 128.
         out_dim: code size m (MaEM: 16 on CIFAR-10, 32 on CelebA; 1 for a plain score).
         stochastic: reparameterised head μ + ε·exp(log σ² / 2), fresh ε each call (RealnessGAN, MaEM).
-        deterministic_eval: with ``stochastic``, return μ while the module is in eval mode (for samplers
-            that need a fixed D); off by default because the seed always samples.
+        deterministic_eval: with ``stochastic``, return μ whenever the module is in eval mode; off by default
+            because the seed always samples. Samplers do not need it: they read μ through
+            :func:`gancollapse.nets.stochastic.deterministic` (the ``force_mean`` attribute) in any mode.
         spectral_norm: wrap every conv and linear layer (Miyato et al., 2018).
         batchnorm: BN after every conv but the first (classic DCGAN D; off for MaEM and with SN).
         bias: biases in convs and head (MaEM: none).
@@ -121,6 +124,7 @@ class DCGANDiscriminator(nn.Module):
             raise ValueError(f"model.discriminator.out_dim must be >= 1, got {out_dim}")
         self.channels, self.img_size, self.out_dim = int(channels), int(img_size), int(out_dim)
         self.stochastic, self.deterministic_eval = bool(stochastic), bool(deterministic_eval)
+        self.force_mean = False  # set by gancollapse.nets.stochastic.deterministic
         layers: list[nn.Module] = []
         width_in, size = self.channels, int(img_size)
         for i in range(n_down):
@@ -144,14 +148,9 @@ class DCGANDiscriminator(nn.Module):
         if not self.stochastic:
             return h
         mu, logvar = h.chunk(2, dim=1)
-        if self.deterministic_eval and not self.training:
+        if self.force_mean or (self.deterministic_eval and not self.training):
             return mu
         return reparameterize(mu, logvar)
-
-
-def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
-    """μ + ε·exp(log σ² / 2), ε ~ N(0, I) (Kingma & Welling, 2014, Eq. 10; RealnessGAN's D head)."""
-    return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
 
 
 class DCGAN32Generator(DCGANGenerator):

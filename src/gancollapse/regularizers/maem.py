@@ -11,7 +11,15 @@ distance 1 − cos(c, v*) with v* the most cosine-similar buffer entry (the pape
 README's advice for large-scale runs).
 
 Cost: the nearest neighbour comes from one (B×d)·(d×S) product and an argmin, then a gather of B rows:
-time O(B·S·d), memory O(S·d + B·S) — never the (S, B, d) broadcast of the seed code.
+time O(B·S·d), memory O(S·d + B·S) — never the (S, B, d) broadcast of the seed code. The product is scored
+in float64 (see :func:`nearest_neighbour`): D's codes drift away from the origin in long runs, and the
+expansion ‖c‖² − 2c·b + ‖b‖² in float32 then cancels away the small differences that decide the argmin.
+
+Buffer horizon. The default :class:`ReplayBuffer` is a true FIFO of the last S codes (S = 1024 with batches
+of 64: the last 16 batches), and each code's neighbour may be any of them. The seed's buffer
+(``seed_compat=true``, :class:`SeedCompatBuffer`) keeps one column per batch slot and shrinks to a single
+batch after 17 steps, so code i is compared only with code i of the previous batch (github.com/HaozheLiu-ST/MEE,
+``train.py``: ``cat(buf[batch_size:], new)``).
 """
 
 from __future__ import annotations
@@ -30,25 +38,39 @@ Metric = Literal["l2", "cosine"]
 def nearest_neighbour(codes: Tensor, buffer: Tensor, metric: Metric = "l2") -> Tensor:
     """Return the buffer row nearest to each code, shape (B, d), without gradient to the buffer.
 
-    Uses ‖c − b‖² = ‖c‖² − 2c·b + ‖b‖²; the ‖c‖² term is constant per row and dropped for the argmin.
+    L2 uses ‖c − b‖² = ‖c‖² − 2c·b + ‖b‖² (the ‖c‖² term is constant per row and dropped for the argmin);
+    cosine uses the product of the normalised codes. Both are scored in float64: with codes at distance R
+    from the origin and neighbour gaps δ, float32 loses the argmin once R²·2⁻²⁴ ≳ δ² (offset 30, spread
+    0.01: 64 of 64 neighbours wrong), and the cosines of far-off codes all round to 1. Centring codes and
+    buffer on the buffer mean is as fast but only translation-invariant: a buffer of two tight clusters
+    30 apart still gives 48 of 64 wrong neighbours, and centring changes cosine similarity. float64 gets
+    all of them right (``scripts/bench_maem.py nn``); at S = 1024, B = 64, d = 16 the three forms are
+    overhead-bound (~0.1 ms on one CPU core, float64 ≤ 1.2×), at S = 4096, B = 256, d = 128 float64 takes
+    1.6×, still small beside a D forward. float64 tensors are also never down-cast by autocast.
     """
     with torch.no_grad():
-        c = codes.detach().to(buffer.dtype)
+        b = buffer.detach().double()
+        c = codes.detach().double()
         if metric == "l2":
-            scores = torch.addmm(buffer.pow(2).sum(dim=1)[None, :], c, buffer.t(), alpha=-2.0)
+            scores = torch.addmm(b.pow(2).sum(dim=1)[None, :], c, b.t(), alpha=-2.0)
             idx = scores.argmin(dim=1)
         elif metric == "cosine":
-            idx = (F.normalize(c, dim=1) @ F.normalize(buffer, dim=1).t()).argmax(dim=1)
+            idx = (F.normalize(c, dim=1) @ F.normalize(b, dim=1).t()).argmax(dim=1)
         else:
             raise ValueError(f"metric must be 'l2' or 'cosine', got {metric!r}")
     return buffer.index_select(0, idx)
 
 
 def code_distance(codes: Tensor, neighbours: Tensor, metric: Metric = "l2") -> Tensor:
-    """Per-sample distance to the matched neighbour: mean squared difference over d, or 1 − cos."""
+    """Per-sample distance to the matched neighbour: mean squared difference over d, or 1 − cos.
+
+    The L2 difference is formed directly (no cancellation). 1 − cos is computed in float64 and cast back,
+    keeping the gradient: for codes far from the origin it is ~1e-8 and float32 would round it to noise.
+    """
     if metric == "l2":
         return (codes - neighbours.to(codes.dtype)).pow(2).mean(dim=1)
-    return 1.0 - F.cosine_similarity(codes, neighbours.to(codes.dtype), dim=1)
+    cos = F.cosine_similarity(codes.double(), neighbours.double(), dim=1)
+    return (1.0 - cos).to(codes.dtype)
 
 
 def manifold_entropy(codes: Tensor, buffer: Tensor, metric: Metric = "l2", eps: float = 1e-12) -> Tensor:
@@ -104,8 +126,13 @@ class ReplayBuffer(torch.nn.Module):
 class SeedCompatBuffer(torch.nn.Module):
     """The seed's buffer, bug included: shape (K, B, d), updated as ``cat(buf[B:], new[None])``.
 
-    K shrinks 1024 → 961 → … → 16 → 1 and stays at 1, so after 17 calls every code is compared with the
-    same batch slot of the previous batch only (reference/seeds-gan-training.md §1.3).
+    Seed (github.com/HaozheLiu-ST/MEE, ``train.py``, ``entropy_buffer`` / ``enrtopy_loss``): S codes drawn from
+    U(−1, 1) and copied into every batch slot, so K = S rows of (B, d). Code i is compared only with column i
+    (``min`` over K of ``mean_j (buf[k, i, j] − c[i, j])²``): the same S initial codes, then slot i of each later
+    batch. The update drops B rows and appends one, so K shrinks S → S − B + 1 → … and, once S − n·(B − 1) < B,
+    to 1 (S = 1024, B = 64: 961, 898, …, 16, then 1 from the 17th call on); from then on each code's only
+    neighbour is the same slot of the previous batch. A batch of another size is compared with the first
+    columns and not pushed (the seed uses ``drop_last``).
     """
 
     def __init__(self, size: int, dim: int) -> None:
@@ -123,7 +150,8 @@ class SeedCompatBuffer(torch.nn.Module):
         flat = codes.reshape(codes.shape[0], -1)
         b = flat.shape[0]
         if self.data.numel() == 0:
-            self.data = torch.empty(self.size, b, self.dim, device=flat.device).uniform_(-1.0, 1.0)
+            init = torch.empty(self.size, self.dim, device=flat.device).uniform_(-1.0, 1.0)
+            self.data = init[:, None, :].expand(self.size, b, self.dim).clone()
         buf = self.data[:, :b]
         dist = (buf - flat[None]).pow(2).mean(dim=2).min(dim=0).values
         loss = torch.log(dist.mean() + eps)
@@ -144,7 +172,8 @@ class ManifoldEntropy(Regularizer):
         metric: ``l2`` (seed) or ``cosine`` (paper Eq. 8).
         ramp_epochs: linear warm-up of σ over this many epochs (seed: 100); 0 disables it.
         d_side / g_side: enable each side independently.
-        seed_compat: reproduce the seed's shrinking buffer (see :class:`SeedCompatBuffer`).
+        seed_compat: the seed's per-slot, shrinking buffer (:class:`SeedCompatBuffer`: each code against the
+            same slot of the previous batch) instead of the FIFO of the last S codes (:class:`ReplayBuffer`).
     """
 
     def __init__(

@@ -13,6 +13,11 @@ Interface (an extension of :class:`~gancollapse.samplers.prior.PriorSampler`):
    reproduces the codes exactly. G and D are put in eval mode for the call and restored afterwards.
    ``stats`` then holds the sampler's diagnostics (acceptance rates, ...).
 
+D is read deterministically: a stochastic head (MaEM's μ + ε·σ, fresh ε per call) returns its mean μ in
+``fit`` and in every score (:func:`gancollapse.nets.stochastic.deterministic`), so the same z always gets the
+same score and a seed reproduces the chains. ``stochastic_d=true`` scores one random draw per call instead
+(drawn from the global torch RNG, so the chains are then no longer reproducible from ``seed``).
+
 The latent energy-based model (DDLS, Che et al. 2020, Eq. 9; REP-GAN; WL-GAN):
     π(z) ∝ p0(z) · exp(d(G(z))),    E(z) = −log p0(z) − d(G(z)),
 with d the calibrated D logit, an estimate of log p_data/p_g, so that G_#π = p_data when D is optimal.
@@ -22,11 +27,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
 from torch import Tensor, nn
 
+from gancollapse.nets.stochastic import deterministic
 from gancollapse.samplers.calibration import Calibrator, calibration_report, raw_logits
 from gancollapse.samplers.prior import PriorSampler
 
@@ -59,7 +65,8 @@ def gaussian_log_kernel(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     """log N(x; mean, std² I) per row up to the 2π constant, for a per-row std of shape (B,) or (B, 1).
 
     The −k·log std term must stay: with an adapted, per-chain std it no longer cancels between the
-    forward and reverse proposal densities unless both use the same std (REFERENCE.md, WL-GAN fix).
+    forward and reverse proposal densities unless both use the same std (the WL-GAN seed's DCGAN path drops
+    it and keeps η₀ in the reverse density; see :mod:`gancollapse.samplers.wlgan`).
     """
     std = std.reshape(-1)
     k = x[0].numel()
@@ -119,13 +126,14 @@ class RefinedSampler(PriorSampler):
         batch_size: chains (or proposals) processed in parallel.
         calibrate: fit the logistic calibrator in :meth:`fit` (False: raw D logits).
         calibration_fraction: share of the held-out samples used to fit it; the rest scores it.
+        stochastic_d: score with a stochastic D head's random draw (True) instead of its mean μ (False).
     """
 
     name = "refined"
     needs_grad = False
 
     def __init__(self, distribution: str = "normal", low: float = -1.0, high: float = 1.0, batch_size: int = 100,
-                 calibrate: bool = True, calibration_fraction: float = 0.5) -> None:
+                 calibrate: bool = True, calibration_fraction: float = 0.5, stochastic_d: bool = False) -> None:
         super().__init__(distribution, low, high)
         if int(batch_size) < 1:
             raise ValueError(f"sampler.batch_size must be >= 1, got {batch_size}")
@@ -133,6 +141,7 @@ class RefinedSampler(PriorSampler):
             raise ValueError(f"sampler.calibration_fraction must be in (0, 1), got {calibration_fraction}")
         self.batch_size, self.calibrate = int(batch_size), bool(calibrate)
         self.calibration_fraction = float(calibration_fraction)
+        self.stochastic_d = bool(stochastic_d)
         self.calibrator = Calibrator()
         self.real_logits: Tensor | None = None
         self.fit_report: dict[str, float] = {}
@@ -148,7 +157,7 @@ class RefinedSampler(PriorSampler):
             raise ValueError(f"sampler fit needs at least 4 held-out real samples, got {real.shape[0]}")
         device = _device_of(generator)
         gen = torch.Generator(device=device).manual_seed(int(seed))
-        with eval_mode(generator, discriminator), torch.no_grad():
+        with eval_mode(generator, discriminator), self.reading(discriminator), torch.no_grad():
             z = self.prior(real.shape[0], z_dim, device, gen)
             fake = torch.cat([generator(c) for c in z.split(batch_size)])
             lr = raw_logits(discriminator, real.to(device), batch_size).float().cpu()
@@ -163,9 +172,15 @@ class RefinedSampler(PriorSampler):
         self.fit_report = calibration_report(self.calibrator, lr[held_idx], lf[held_idx])
         return dict(self.fit_report)
 
+    def reading(self, discriminator: nn.Module) -> AbstractContextManager[None]:
+        """Context in which D is read: its mean μ unless ``stochastic_d`` (see the module docstring)."""
+        return deterministic(discriminator, enabled=not self.stochastic_d)
+
     def score(self, generator: nn.Module, discriminator: nn.Module, z: Tensor) -> Tensor:
-        """Calibrated D logit d(G(z)) per row."""
-        return self.calibrator.to(z.device)(raw_logits(discriminator, generator(z), z.shape[0]))
+        """Calibrated D logit d(G(z)) per row (D's mean μ for a stochastic head unless ``stochastic_d``)."""
+        with self.reading(discriminator):
+            logits = raw_logits(discriminator, generator(z), z.shape[0])
+        return self.calibrator.to(z.device)(logits)
 
     def log_target_and_grad(self, generator: nn.Module, discriminator: nn.Module,
                             z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
