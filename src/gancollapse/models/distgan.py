@@ -92,6 +92,7 @@ class DistGANModule(GANModule):
                  sampler: PriorSampler | None = None, optim: DictConfig | Mapping | None = None, z_dim: int = 100,
                  n_critic: int = 1, g_reuse_z: bool = False, log_every_n_steps: int = 50,
                  skip_nonfinite: bool = True, accumulate_grad_batches: int = 1, compile: bool | str = False,
+                 channels_last: bool = False,
                  lambda_p: float = 1.0, lambda_r: float = 1.0,
                  lambda_w: float | None = None, schedule_steps: int | None = None, r_updates_generator: bool = True,
                  gp_reduction: Literal["mean", "sum"] = "mean", nudge: Mapping | None = None,
@@ -100,7 +101,8 @@ class DistGANModule(GANModule):
             raise ValueError(f"n_critic must be 1 for Dist-GAN (one R, one D and one G step per iteration, as "
                              f"the reference), got {n_critic}")
         super().__init__(generator, discriminator, objective or NonSaturatingLoss(), regularizers, sampler, optim,
-                         z_dim, 1, g_reuse_z, log_every_n_steps, skip_nonfinite, accumulate_grad_batches, compile)
+                         z_dim, 1, g_reuse_z, log_every_n_steps, skip_nonfinite, accumulate_grad_batches, compile,
+                         channels_last)
         if lambda_p < 0 or lambda_r < 0:
             raise ValueError(f"model.module.lambda_p and lambda_r must be >= 0, got {lambda_p}, {lambda_r}")
         if schedule_steps is not None and int(schedule_steps) < 1:
@@ -114,6 +116,8 @@ class DistGANModule(GANModule):
                                  "lambda_w = sqrt(z_dim / feature_dim) explicitly")
             lambda_w = latent_distance_weight(int(z_dim), int(feature_dim))
         self.encoder = encoder
+        if channels_last:
+            self.use_channels_last(self.encoder)
         if compile:
             self.encoder.compile(mode=compile if isinstance(compile, str) else None)
         self.lambda_p, self.lambda_r, self.lambda_w = float(lambda_p), float(lambda_r), float(lambda_w)

@@ -1,7 +1,7 @@
 """Dist-GAN's constraints (Tran, Bui & Cheung, ECCV 2018) as pure functions.
 
-Follows the authors' reference code (tntrung/gan ``distgan_image/distgan.py``, "log" loss), which is what
-REFERENCE.md fixes as the target; equation numbers are the paper's.
+Follows the authors' reference code (tntrung/gan ``distgan_image/distgan.py``, "log" loss), the code the
+published numbers came from; equation numbers are the paper's.
 
 * Latent-distance constraint (Eq. 6–7, reference ``r_cost``): autoencoder loss in D's feature space plus
   λ_r·(md_x − md_z)², with md_x = mean(f(G(E(x))) − f(G(z))) and md_z = λ_w·mean(E(x) − z) — *signed*

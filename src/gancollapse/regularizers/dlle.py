@@ -24,12 +24,14 @@ from gancollapse.regularizers.base import Regularizer, Step
 def augment(x: Tensor, noise_std: float = 1e-3, flip: bool = True, generator: torch.Generator | None = None) -> Tensor:
     """A x: flip the whole batch along H or W (one axis chosen at random, as the seed does) and add noise.
 
-    Only inputs with at least 4 dims (B, C, H, W) are flipped; lower-rank inputs only get the noise.
+    Only inputs with at least 4 dims (B, C, H, W) are flipped; lower-rank inputs only get the noise. The axis
+    is drawn on x's device and picked by ``torch.where`` (both flips are computed: two memory-bound copies),
+    so the training step reads nothing back to the host; ``generator`` must live on x's device.
     """
     out = x
     if flip and x.dim() >= 4:
-        axis = x.dim() - 2 + int(torch.randint(2, (1,), generator=generator).item())
-        out = torch.flip(out, dims=(axis,))
+        along_w = torch.randint(2, (), device=x.device, generator=generator).bool()
+        out = torch.where(along_w, x.flip(-1), x.flip(-2))
     if noise_std > 0:
         out = out + noise_std * torch.randn_like(out)
     return out
