@@ -141,7 +141,8 @@ def resolve_inception_weights(cache: str | os.PathLike | None = None) -> Path:
     jit = torch.jit.load(str(src), map_location="cpu")
     state = convert_fid_helper_state_dict(dict(jit.state_dict()))
     converted.parent.mkdir(parents=True, exist_ok=True)
-    tmp = converted.with_suffix(".tmp")
+    # A name per process: DDP ranks and parallel sweep jobs convert the same file at once.
+    tmp = converted.with_suffix(f".{os.getpid()}.tmp")
     torch.save(state, tmp)
     tmp.replace(converted)  # atomic: concurrent runs never read a half-written file
     return converted
@@ -273,7 +274,7 @@ class RealStats:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         torch.save({"n": self.n, "feature_sum": self.feature_sum, "cov_sum": self.cov_sum, "features": self.features}, tmp)
         tmp.replace(path)
 

@@ -1,0 +1,274 @@
+"""MBRCE-AAE / ALAE module: training through every lod on real TFRecords, checkpoints per lod, resume vs lod-change
+optimizer resets, evaluation + figures, the ALAE baseline, the sign of the encoder step, ALAE's loss and
+optimizer assignment, configuration errors and the CelebA-256 recipe."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from gancollapse.aae.evaluate import evaluate_run, reconstruction_metrics, ssim_sigma
+from gancollapse.aae.figures import bilinear_grid, interleave
+from gancollapse.aae.figures import main as figures_main
+from gancollapse.build import build_module
+from gancollapse.data.images import DigitsDataModule
+from gancollapse.data.tfrecord import split_indices, write_tfrecords
+from gancollapse.models.mbrce_aae import MBRCEAAEModule, alae_discriminator_loss
+from gancollapse.models.phased import PhaseBatch
+from gancollapse.train import run
+from tests.conftest import compose_cfg
+
+N_IMAGES, N_TEST, BATCH = 160, 32, 32  # 128 training images: 4 batches per epoch
+STEPS_PER_EPOCH = (N_IMAGES - N_TEST) // BATCH
+
+
+@pytest.fixture(scope="module")
+def digits16(tmp_path_factory):
+    """160 scikit-learn digits at 16 px (lods 0–2) in the progressive TFRecord layout, 32 held out."""
+    out = tmp_path_factory.mktemp("tfr")
+    data = DigitsDataModule(img_size=16, channels=1).load()
+    images, labels = data.images[:N_IMAGES], data.labels[:N_IMAGES]
+    write_tfrecords([(images, labels)], out, "tiny", min_resolution=4, parts=1,
+                    test_indices=split_indices(N_IMAGES, N_TEST, 0), split_seed=0, extra_meta={"num_classes": 10})
+    return out
+
+
+def _overrides(data, cache, experiment: str = "mbrce_aae_digits", epochs=(1, 1, 2)) -> list[str]:
+    return [
+        f"experiment={experiment}", f"dataset.path={data}", "dataset.tfrecord_name=tiny", "dataset.prepare=null",
+        "z_dim=8", "model.module.mapping_layers=2", "model.module.channels=[16,8,8]",
+        f"model.module.epochs_per_lod=[{','.join(map(str, epochs))}]", f"model.module.batch_sizes={BATCH}",
+        f"trainer.max_epochs={sum(epochs)}", "callbacks.progress_bar=null", "log_every_n_steps=2",
+        "ckpt_every_n_steps=1000", f"evaluator.cache_dir={cache}", "evaluator.n_samples=64", "evaluator.n_real=128",
+        "evaluator.n_prdc=64", "evaluator.kid_subset_size=32", "evaluator.kid_subsets=5", "evaluator.batch_size=64",
+        "evaluator.grid_size=16", "evaluator.classifier_epochs=1",
+    ]
+
+
+def _max_adam_step(optimizer_state: dict) -> int:
+    return max((int(s["step"]) for s in optimizer_state["state"].values()), default=0)
+
+
+def _is_png(path) -> bool:
+    with Image.open(path) as im:
+        im.verify()
+        return im.format == "PNG" and im.size[0] > 0
+
+
+# ---------------------------------------------------------------------------- a full run
+@pytest.fixture(scope="module")
+def full_run(digits16, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    cfg = compose_cfg(_overrides(digits16, tmp_path_factory.mktemp("cache")), tiny=False)
+    summary = run(cfg, run_dir)
+    return run_dir, summary
+
+
+def test_run_trains_every_lod_with_checkpoints_metrics_and_figures(full_run):
+    run_dir, summary = full_run
+    assert summary["status"] == "finished"
+    assert summary["g_steps"] == 4 * STEPS_PER_EPOCH  # 4 epochs, one G step per batch
+    for lod in range(3):
+        ckpt = torch.load(run_dir / "checkpoints" / f"lod{lod}.ckpt", map_location="cpu", weights_only=False)
+        assert ckpt["mbrce_aae"]["lod"] == lod
+        # lods 0 and 1 end after their one epoch; lod 2's checkpoint is the end of training
+        assert ckpt["gancollapse"]["steps"]["g"] == {0: 1, 1: 2, 2: 4}[lod] * STEPS_PER_EPOCH
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["mbrce_aae"]["lod"] == 2 and last["mbrce_aae"]["blend"] == 1.0
+    assert any(k.startswith("ema.shadow.generator.") for k in last["state_dict"])
+    for key in ("fid", "kid", "precision", "recall", "recon/mse", "recon/psnr", "recon/ssim", "recon/fid",
+                "class_coverage/covered", "class_coverage/entropy", "recon/class_accuracy"):
+        assert key in summary and math.isfinite(summary[key]), key
+    assert 0 <= summary["class_coverage/covered"] <= 10 and -1 <= summary["recon/ssim"] <= 1
+    assert summary["recon/mse"] > 0 and summary["recon/lod"] == 2
+    # best-FID only at the top lod: the first evaluation (and so best/fid_step) is inside lod 2's stage
+    assert summary["best/fid_step"] > 2 * STEPS_PER_EPOCH
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    for name in ("samples", "recon", "interp", "stylemix"):
+        assert _is_png(run_dir / "figures" / f"{name}.png"), name
+    with Image.open(run_dir / "figures" / "interp.png") as im:  # 8 × 8 grid of 16-px tiles, 2-px padding
+        assert im.size == (8 * 18 + 2, 8 * 18 + 2)
+
+
+def test_evaluate_and_figures_cli_on_the_run(full_run, tmp_path):
+    run_dir, summary = full_run
+    metrics = evaluate_run(run_dir, "lod1", figures=False)
+    assert metrics["recon/lod"] == 1 and "fid" not in metrics  # below the top lod: no generation metrics
+    metrics = evaluate_run(run_dir, "last", figures=False)
+    assert metrics["fid"] == pytest.approx(summary["fid"], rel=1e-3)  # same weights, latents and noise
+    assert json.loads((run_dir / "summary.json").read_text())["recon/psnr"] == pytest.approx(metrics["recon/psnr"])
+    paths = figures_main([str(run_dir), "--what", "samples,stylemix", "--out", str(tmp_path)])
+    assert sorted(paths) == ["samples", "stylemix"] and all(_is_png(p) for p in paths.values())
+
+
+# ---------------------------------------------------------------------------- resume vs lod change
+def test_resume_keeps_adam_state_and_a_lod_change_resets_it(digits16, tmp_path):
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    base = _overrides(digits16, cache, epochs=(1, 2, 1)) + ["evaluator.figures=false", "evaluator.classifier=null"]
+
+    def train_to(g_steps: int) -> dict:
+        run(compose_cfg(base + [f"max_g_steps={g_steps}"], tiny=False), run_dir)
+        return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+
+    # lod 1 starts after 4 batches; stop 2 batches into it: each Adam has made 2 steps per batch (E: e, ae;
+    # G/F: g, ae) since the reset at the stage start
+    ckpt = train_to(STEPS_PER_EPOCH + 2)
+    assert ckpt["mbrce_aae"]["lod"] == 1
+    assert [_max_adam_step(s) for s in ckpt["optimizer_states"]] == [4, 4]
+    # resumed inside lod 1's stage (a step-limit stop resumes at the next epoch, epoch 2, still lod 1): the
+    # moments survive — a reset on resume would count 8, not 4 + 8
+    ckpt = train_to(STEPS_PER_EPOCH + 6)
+    assert ckpt["mbrce_aae"]["lod"] == 1 and ckpt["gancollapse"]["steps"]["g"] == STEPS_PER_EPOCH + 6
+    assert [_max_adam_step(s) for s in ckpt["optimizer_states"]] == [12, 12]
+    # epoch 3 is lod 2: fresh moments at its first batch, 4 batches old at the stop (no reset: 12 + 8)
+    ckpt = train_to(STEPS_PER_EPOCH + 10)
+    assert ckpt["mbrce_aae"]["lod"] == 2 and ckpt["mbrce_aae"]["sched_epoch"] == 3
+    assert [_max_adam_step(s) for s in ckpt["optimizer_states"]] == [8, 8]
+
+
+def test_alae_baseline_trains_through_the_same_pipeline(digits16, tmp_path):
+    cfg = compose_cfg(_overrides(digits16, tmp_path / "cache", "alae_digits")
+                      + ["max_g_steps=6", "evaluator.figures=false", "evaluator.classifier=null"], tiny=False)
+    summary = run(cfg, tmp_path / "run")
+    assert summary["status"] == "finished" and summary["g_steps"] == 6 and summary["nonfinite_skips"] == 0
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    n_encoder = sum(1 for k in ckpt["state_dict"] if k.startswith("alae.encoder."))
+    n_head = sum(1 for k in ckpt["state_dict"] if k.startswith("alae.discriminator."))
+    # ALAE's encoder optimizer also steps the latent discriminator head D (its parameters follow E's)
+    assert n_head > 0 and set(range(n_encoder, n_encoder + n_head)) <= set(ckpt["optimizer_states"][0]["state"])
+
+
+# ---------------------------------------------------------------------------- unit behaviour
+def _module(**kw) -> MBRCEAAEModule:
+    torch.manual_seed(0)
+    args = dict(image_size=8, image_channels=1, latent_dim=8, mapping_layers=2, channels=[16, 8], epochs_per_lod=1,
+                batch_sizes=16, style_mixing_prob=0.0)
+    args.update(kw)
+    m = MBRCEAAEModule(**args)
+    m.configure_schedule(dataset_size=64)
+    m.use_optimizers(m.configure_optimizers())
+    return m
+
+
+def _fixed_divergence(m: MBRCEAAEModule, x: torch.Tensor, z: torch.Tensor) -> float:
+    torch.manual_seed(1)  # G's noise inputs
+    with torch.no_grad():
+        fake = m.alae.generate(z, 0, 1.0)
+        return float(m.divergence(m.alae.encode(x, 0), m.alae.encode(fake, 0)))
+
+
+def test_encoder_step_pushes_real_and_generated_codes_apart():
+    m = _module()
+    m.phase_batch((torch.zeros(16, 1, 4, 4), None))  # sets lod 0
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 1, 4, 4, generator=gen) * 2 - 1
+    z = torch.randn(16, 8, generator=gen)
+    before = _fixed_divergence(m, x, z)
+    g_before = [p.clone() for p in m.alae.generator.parameters()]
+    for _ in range(5):
+        torch.manual_seed(1)
+        m._update(m.e_loss(PhaseBatch(x, z))["loss"], "e")
+    after = _fixed_divergence(m, x, z)
+    assert after > before + 0.05
+    assert all(torch.equal(a, b) for a, b in zip(g_before, m.alae.generator.parameters(), strict=True))
+
+
+def test_generator_step_pulls_generated_codes_towards_real_ones():
+    m = _module()
+    m.phase_batch((torch.zeros(16, 1, 4, 4), None))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 1, 4, 4, generator=gen) * 2 - 1
+    z = torch.randn(16, 8, generator=gen)
+    before = _fixed_divergence(m, x, z)
+    e_before = [p.clone() for p in m.alae.encoder.parameters()]
+    m.sample_z = lambda n: z[:n]  # the G step draws its own z: make it the fixed one
+    for _ in range(5):
+        torch.manual_seed(1)
+        m._update(m.g_loss(PhaseBatch(x, z))["loss"], "g")
+    assert _fixed_divergence(m, x, z) < before - 0.05
+    assert all(torch.equal(a, b) for a, b in zip(e_before, m.alae.encoder.parameters(), strict=True))
+
+
+def test_autoencoding_step_steps_both_adams_as_alae():
+    m = _module()
+    m.training_step((torch.rand(16, 1, 4, 4) * 2 - 1, None))
+    enc, gen = (opt.state for opt in m._standalone_opts)
+    # E: one step in `e` and one in `ae`; G and F: one in `g` and one in `ae` (train_alae.py)
+    assert {int(s["step"]) for s in enc.values()} == {2}
+    assert {int(s["step"]) for p, s in gen.items() if p is m.alae.mapping.layers[0].weight} == {2}
+    assert all(p not in enc for p in m.alae.discriminator.parameters())  # no head outside estimator=logistic
+    assert m.steps == {"e": 1, "g": 1, "ae": 1} and m.g_steps == 1
+
+
+def test_logistic_encoder_step_is_alaes_discriminator_loss():
+    # d = a·x per sample: the R1 gradient is a, so R1 = γ/2 ‖a‖² exactly
+    a = torch.tensor([[[[1.0, -2.0], [0.5, 3.0]]]])
+    real = torch.rand(3, 1, 2, 2, requires_grad=True)
+    d_real = (real * a).flatten(1).sum(1)
+    d_fake = torch.tensor([0.3, -1.0, 2.0])
+    loss, r1 = alae_discriminator_loss(d_real, d_fake, real, r1_gamma=10.0)
+    expected = (F.softplus(d_fake) + F.softplus(-d_real)).mean() + 5.0 * a.pow(2).sum()
+    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+    assert float(r1) == pytest.approx(5.0 * float(a.pow(2).sum()), rel=1e-6)
+    m = _module(estimator="logistic", r1_gamma=10.0)
+    m.phase_batch((torch.zeros(16, 1, 4, 4), None))
+    d_before = [p.clone() for p in m.alae.discriminator.parameters()]
+    m._update(m.e_loss(PhaseBatch(torch.rand(16, 1, 4, 4), torch.randn(16, 8)))["loss"], "e")
+    assert not all(torch.equal(a, b) for a, b in zip(d_before, m.alae.discriminator.parameters(), strict=True))
+
+
+def test_reconstruction_metrics_known_values():
+    x = torch.zeros(2, 1, 16, 16)
+    m = reconstruction_metrics(x, x + 0.1)
+    assert m["mse"] == pytest.approx(0.01) and m["psnr"] == pytest.approx(10 * math.log10(4 / 0.01), rel=1e-5)
+    assert reconstruction_metrics(x, x)["ssim"] == pytest.approx(1.0)
+    assert ssim_sigma(32) == 1.5 and ssim_sigma(4) == pytest.approx(0.375)
+    corners = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
+    grid = bilinear_grid(corners, 3).flatten()
+    assert grid.tolist() == pytest.approx([0, 0.5, 1, 1, 1.5, 2, 2, 2.5, 3])
+    assert interleave(torch.zeros(2, 1), torch.ones(2, 1)).flatten().tolist() == [0, 1, 0, 1]
+
+
+@pytest.mark.parametrize("kw, key", [
+    ({"alpha": 0.0, "estimator": "spectral"}, "model.module.alpha"),
+    ({"alpha": -1.0}, "model.module.alpha"),
+    ({"sigma2": 0.0}, "model.module.sigma2"),
+    ({"sigma2": -2.0}, "model.module.sigma2"),
+    ({"epochs_per_lod": [1]}, "model.module.epochs_per_lod"),
+    ({"batch_sizes": [16]}, "model.module.batch_sizes"),
+    ({"learning_rates": [1e-3]}, "model.module.learning_rates"),
+    ({"image_size": 12}, "model.module.image_size"),
+    ({"image_size": 2}, "model.module.image_size"),
+    ({"estimator": "mmd"}, "model.module.estimator"),
+    ({"channels": [16, 8, 8]}, "model.module.channels"),
+    ({"estimator": "spectral", "alpha": 0.5, "r1_gamma": 1.0}, "r1_gamma"),
+])
+def test_bad_configuration_names_the_key(kw, key):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        _module(**kw)
+
+
+def test_batch_sizes_must_split_over_the_world_size():
+    m = _module(batch_sizes=[16, 12])
+    with pytest.raises(ValueError, match="batch_sizes"):
+        m.configure_schedule(64, world_size=8)
+
+
+@pytest.mark.parametrize("experiment, estimator", [("mbrce_aae_celeba256", "cs2"), ("alae_celeba256", "logistic")])
+def test_celeba256_recipe_composes_and_builds_at_reduced_width(experiment, estimator):
+    cfg = compose_cfg([f"experiment={experiment}", "z_dim=8", "model.module.mapping_layers=1",
+                       "model.module.start_channels=1", "model.module.max_channels=4"], tiny=False)
+    assert cfg.trainer.reload_dataloaders_every_n_epochs == 1 and cfg.trainer.max_epochs == 280
+    assert cfg.dataset.max_resolution == 256 and cfg.dataset.flip
+    module = build_module(cfg)  # image size and channels come from the config: no data needed
+    assert isinstance(module, MBRCEAAEModule) and module.estimator == estimator
+    assert module.max_lod == 6 and module.channels == [4, 4, 4, 4, 4, 2, 1]  # min(max, start · 2^(6 − lod))
+    assert module.batch_sizes == [512, 256, 128, 64, 32, 32, 32] and module.epochs_per_lod == [30] * 7
+    assert module.r1_gamma == (10.0 if estimator == "logistic" else 0.0)
+    out = module.alae.generate(torch.randn(2, 8), lod=6)
+    assert out.shape == (2, 3, 256, 256)
