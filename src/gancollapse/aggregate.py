@@ -1,0 +1,216 @@
+"""Reduce runs to numbers: a run's tuning objective, and a sweep's runs grouped over seeds.
+
+* :func:`objective_value` — the float the Hydra main returns for tuning sweepers (``hydra/sweeper=optuna``).
+* :func:`run_signature` / :func:`run_overrides` — what identifies a run's configuration apart from its seed,
+  read from the run dir; any launcher's output works (basic, joblib, submitit: the same multirun layout).
+* :func:`aggregate_seeds` — one row per configuration: mean, sample standard deviation and n over the runs
+  that differ only in seed (``gancollapse.report`` writes them to leaderboard.md/.csv).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+# Keys that name a seed: the training seed and the latent sampler's seed (``gancollapse.sample``).
+SEED_KEYS: tuple[str, ...] = ("seed", "sample_seed")
+# ``objective: null`` and no evaluator monitor: the first of these the run reports (images, then toys).
+DEFAULT_OBJECTIVES: tuple[str, ...] = ("fid", "toy/reverse_kl")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def objective_value(summary: Mapping[str, Any], objective: str | None = None, monitor: str | None = None,
+                    maximize: bool = False) -> float | None:
+    """The run's final value of the metric a tuning sweeper optimises.
+
+    The metric is ``objective`` (config key ``objective``), else the evaluator's ``monitor``, else the first of
+    :data:`DEFAULT_OBJECTIVES` in the summary (FID for images, reverse KL for toys); ``None`` when the run has
+    no metric at all (``evaluator=none``). A metric the run could not compute (NaN, stored as null: e.g. reverse
+    KL with no high-quality sample) is the worst value, +inf (-inf when ``maximize``), so the sweeper ranks
+    that trial last instead of failing it.
+
+    Raises:
+        ValueError: an explicit ``objective`` that the run's summary does not hold (a typo would otherwise
+            make every trial equally bad).
+    """
+    name = objective or monitor or next((k for k in DEFAULT_OBJECTIVES if k in summary), None)
+    if name is None:
+        return None
+    if objective and objective not in summary:
+        metrics = sorted(k for k, v in summary.items() if _is_number(v) or v is None)
+        raise ValueError(f"objective={objective!r} is not in the run's summary.json; set objective to one of "
+                         f"{metrics} (or null: the evaluator's monitor, else {' / '.join(DEFAULT_OBJECTIVES)})")
+    value = summary.get(name)
+    if not _is_number(value) or math.isnan(value):
+        return -math.inf if maximize else math.inf
+    return float(value)
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}, "c": [2, {"d": 3}]}`` → ``{"a.b": 1, "c.0": 2, "c.1.d": 3}`` (empty containers kept)."""
+    if isinstance(tree, Mapping) and tree:
+        items = tree.items()
+    elif isinstance(tree, (list, tuple)) and tree:
+        items = enumerate(tree)
+    else:
+        return {prefix: tree} if prefix else {}
+    out: dict[str, Any] = {}
+    for k, v in items:
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def seed_free(flat: Mapping[str, Any], resolved: bool) -> dict[str, Any]:
+    """A flattened config without the run's seed. In a resolved config (``<run>/config.yaml``) the seed has
+    been copied into every ``*.seed: ${seed}`` key, so those leaves go too when they equal it."""
+    seed = flat.get("seed")
+    return {k: v for k, v in flat.items()
+            if k not in SEED_KEYS and not (resolved and k.rsplit(".", 1)[-1] == "seed" and v == seed)}
+
+
+def _load_tree(path: Path) -> Any:
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+
+
+def run_signature(run_dir: Path | str) -> str:
+    """The run's configuration except its seed, as a string: runs with equal signatures differ only in seed.
+
+    Read from Hydra's ``.hydra/config.yaml`` (the composed config before interpolation: ``${seed}`` references
+    are still references), else the run's resolved ``config.yaml``. A sampler sub-run
+    (``<run>/samples_<sampler>[_<tag>]/``) is its parent run's signature plus the sampler, its overrides and
+    sample count; its tag is ignored (tags usually name the seed). A dir with neither is unique (its path).
+    """
+    run_dir = Path(run_dir)
+    hydra_cfg, cfg = run_dir / ".hydra" / "config.yaml", run_dir / "config.yaml"
+    if hydra_cfg.is_file():
+        flat = seed_free(flatten(_load_tree(hydra_cfg)), resolved=False)
+    elif cfg.is_file():
+        flat = seed_free(flatten(_load_tree(cfg)), resolved=True)
+    elif (run_dir / "sampler.yaml").is_file() and (run_dir / "summary.json").is_file():
+        summary = json.loads((run_dir / "summary.json").read_text())
+        sampling = {k: summary.get(k) for k in ("sampler", "sampler_overrides", "n")}
+        return run_signature(run_dir.parent) + "|" + json.dumps(sampling, sort_keys=True, default=str)
+    else:
+        return f"run:{run_dir.resolve()}"
+    return json.dumps(flat, sort_keys=True, default=str)
+
+
+def _override_key(token: str) -> str:
+    return token.split("=", 1)[0].lstrip("+~")
+
+
+def run_overrides(run_dir: Path | str) -> list[str]:
+    """The job's command-line overrides without seeds (``.hydra/overrides.yaml``; a sampler sub-run: its
+    parent's); empty when the run was not started through Hydra's main."""
+    run_dir = Path(run_dir)
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return run_overrides(run_dir.parent) if (run_dir / "sampler.yaml").is_file() else []
+    return [str(t) for t in OmegaConf.load(path) if _override_key(str(t)) not in SEED_KEYS]
+
+
+def mean_std(values: Sequence[Any]) -> tuple[float | None, float | None, int]:
+    """(mean, sample standard deviation with n − 1, n) of the values that are numbers and not NaN (null
+    metrics are skipped and not counted). The std is ``None`` below two values or when one is infinite."""
+    xs = [float(v) for v in values if _is_number(v) and not math.isnan(v)]
+    if not xs:
+        return None, None, 0
+    mean = math.fsum(xs) / len(xs)
+    if len(xs) < 2 or not all(math.isfinite(x) for x in xs):
+        return mean, None, len(xs)
+    return mean, math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (len(xs) - 1)), len(xs)
+
+
+def _join_unique(values: Sequence[Any]) -> Any:
+    unique = list(dict.fromkeys(values))
+    if len(unique) == 1:
+        return unique[0]
+    if all(_is_number(v) for v in unique):
+        unique = sorted(unique)
+    return ",".join(str(v) for v in unique)
+
+
+def aggregate_group(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One row for runs of one configuration (several seeds).
+
+    ``run`` is the first run (its picture represents the group), ``runs`` lists them all and ``n`` counts them.
+    Seed keys list their values (``"0,1,2"``). A value every run shares is kept as it is (strings, counters,
+    config values); other numbers become their mean, with ``<key>/std`` (sample std) and, when some runs have
+    no value (null / NaN), ``<key>/n`` (how many had one). Differing strings are listed (``"finished,…"``).
+    """
+    if not rows:
+        raise ValueError("aggregate_group needs at least one row")
+    n = len(rows)
+    out: dict[str, Any] = {"run": rows[0].get("run")}
+    if n > 1:
+        out["runs"] = ",".join(str(r.get("run")) for r in rows)
+    out["n"] = n
+    for key in dict.fromkeys(k for r in rows for k in r):
+        if key in ("run", "runs", "n"):
+            continue
+        values = [r.get(key) for r in rows]
+        if key in SEED_KEYS:
+            out[key] = _join_unique(values)
+        elif n == 1 or (all(type(v) is type(values[0]) for v in values) and all(v == values[0] for v in values)
+                        and not isinstance(values[0], float)):
+            out[key] = values[0]
+        elif all(_is_number(v) or v is None for v in values):
+            mean, std, count = mean_std(values)
+            out[key] = mean
+            out[f"{key}/std"] = std
+            if count < n:
+                out[f"{key}/n"] = count
+        else:
+            out[key] = _join_unique([v for v in values if v is not None])
+    return out
+
+
+def distinguishing(labels: Sequence[Sequence[str]]) -> list[str]:
+    """For each group's override list, the overrides not shared by every group, space-separated."""
+    shared = set(labels[0]).intersection(*map(set, labels[1:])) if labels else set()
+    return [" ".join(t for t in lab if t not in shared) for lab in labels]
+
+
+def aggregate_seeds(rows: Sequence[Mapping[str, Any]], signatures: Sequence[Hashable],
+                    overrides: Sequence[Sequence[str]] | None = None) -> list[dict[str, Any]]:
+    """Group ``rows`` (one per run) by ``signatures`` (equal: same configuration but for the seed, see
+    :func:`run_signature`) and reduce each group with :func:`aggregate_group`, in first-seen order.
+
+    With ``overrides`` (one list per run, :func:`run_overrides`), each row also gets ``overrides``: the group's
+    Hydra overrides that tell it apart from the other groups (omitted when nothing does).
+    """
+    if len(rows) != len(signatures) or (overrides is not None and len(overrides) != len(rows)):
+        raise ValueError(f"one signature (and override list) per row: {len(rows)} rows, {len(signatures)} "
+                         f"signatures, {len(overrides) if overrides is not None else 'no'} override lists")
+    groups: dict[Hashable, list[int]] = {}
+    for i, sig in enumerate(signatures):
+        groups.setdefault(sig, []).append(i)
+    out = [aggregate_group([rows[i] for i in idx]) for idx in groups.values()]
+    if overrides is not None:
+        for row, label in zip(out, distinguishing([overrides[idx[0]] for idx in groups.values()]), strict=True):
+            if label:
+                row["overrides"] = label
+    return out
+
+
+def seed_spread(row: Mapping[str, Any], key: str, fmt: str) -> str:
+    """The leaderboard cell's suffix for an aggregated value: ``" ± <std>"`` in the value's own format, and
+    ``" (k/n)"`` when only k of the group's n runs had a value; ``""`` for single runs."""
+    std, count = row.get(f"{key}/std"), row.get(f"{key}/n")
+    out = ""
+    if _is_number(std) and not math.isnan(std):
+        try:
+            out = " ± " + fmt.format(std)
+        except (ValueError, TypeError):
+            out = f" ± {std:.3g}"
+    if count is not None:
+        out += f" ({count}/{row.get('n')})"
+    return out
