@@ -15,7 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from gancollapse.build import build_datamodule, build_module, find_checkpoint
-from gancollapse.module import GANModule
+from gancollapse.models.gan import GANModule
+from gancollapse.runio import check_targets, load_checkpoint
 
 
 @dataclass
@@ -74,10 +75,16 @@ class RunHandle:
         return self.module.generate(n, z=z, batch_size=batch_size)
 
 
-def load(path: str | Path, which: str = "best", map_location: str | torch.device = "cpu") -> RunHandle:
+def load(path: str | Path, which: str = "best", map_location: str | torch.device = "cpu",
+         trusted: bool = False) -> RunHandle:
     """Load a run from its directory (``best.ckpt``, else ``last.ckpt``) or from a ``.ckpt`` file in it.
 
-    Raises FileNotFoundError naming what is missing when the path is not a run directory.
+    Safe for runs from elsewhere: unless ``trusted``, the run's ``_target_`` values must name gancollapse or the
+    libraries it builds on (:func:`gancollapse.runio.check_targets`), and the checkpoint loads with
+    ``weights_only=True`` (tensors and plain values; a pickled object is refused, never run).
+
+    Raises FileNotFoundError naming what is missing when the path is not a run directory, RunError for a
+    config naming other code, CheckpointError for a corrupt checkpoint or one holding pickled objects.
     """
     path = Path(path)
     if path.is_file() and path.suffix == ".ckpt":
@@ -89,9 +96,11 @@ def load(path: str | Path, which: str = "best", map_location: str | torch.device
         raise FileNotFoundError(f"{cfg_path} not found: {run_dir} is not a gancollapse run directory "
                                 "(expected config.yaml and checkpoints/ written by `python -m gancollapse.train`)")
     cfg = OmegaConf.load(cfg_path)
+    if not trusted:
+        check_targets(cfg, cfg_path)
     module = build_module(cfg)
     if ckpt is not None:
-        state = torch.load(ckpt, map_location=map_location, weights_only=False)
+        state = load_checkpoint(ckpt, map_location=map_location)
         module.load_state_dict(state["state_dict"])
         module.on_load_checkpoint(state)
     module.to(map_location).eval()

@@ -8,7 +8,7 @@ from typing import Any
 
 import lightning as L
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from gancollapse.models.gan import GANModule
@@ -43,14 +43,21 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
 
 
 def build_module(cfg: DictConfig) -> GANModule:
-    """Instantiate nets, objective, regularizers, sampler and the LightningModule that composes them."""
+    """Instantiate nets, objective, regularizers, sampler and the LightningModule that composes them.
+
+    A module class with a ``from_config(cfg)`` classmethod builds itself from the whole config instead (models
+    whose networks come from their own keys, e.g. MBRCE-AAE/ALAE)."""
+    node = cfg.model.get("module")
+    if node is not None and node.get("_target_") and hasattr(get_class(node._target_), "from_config"):
+        return get_class(node._target_).from_config(cfg)
     nets = {k: instantiate_checked(v) for k, v in cfg.model.items() if k not in NET_KEYS_RESERVED and isinstance(v, DictConfig) and "_target_" in v}
     if "generator" not in nets or "discriminator" not in nets:
         raise ValueError("model config must define 'generator' and 'discriminator' nodes with a _target_")
     regularizers = {name: instantiate_checked(node) for name, node in (cfg.get("regularizer") or {}).items() if node is not None}
     optim = {k: instantiate(v) for k, v in (cfg.get("optim") or {}).items() if v is not None}
     module_cfg = cfg.model.get("module") or OmegaConf.create({"_target_": "gancollapse.models.gan.GANModule"})
-    extra: dict[str, Any] = {k: cfg[k] for k in ("n_critic", "g_reuse_z", "log_every_n_steps", "skip_nonfinite", "accumulate_grad_batches", "compile") if k in cfg}
+    # channels_last is passed only when on, so modules without the switch keep building with the default.
+    extra: dict[str, Any] = {k: cfg[k] for k in ("n_critic", "g_reuse_z", "log_every_n_steps", "skip_nonfinite", "accumulate_grad_batches", "compile", "channels_last") if k in cfg and (k != "channels_last" or cfg[k])}
     return instantiate_checked(
         module_cfg,
         **nets,

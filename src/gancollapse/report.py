@@ -3,12 +3,15 @@
 Reads only each run's ``summary.json`` and ``config.yaml`` (plus the sampler sub-runs that
 ``python -m gancollapse.sample`` writes, ``<run>/samples_<sampler>[_<tag>]/summary.json``, so pointing it at one
 run dir compares samplers on that run) and writes ``leaderboard.md``, ``leaderboard.csv`` and
-``scatter_grid.png`` (each run's final scatter or sample grid) into the sweep directory.
+``scatter_grid.png`` (each run's final scatter or sample grid) into the sweep directory. Runs that stopped without
+a summary.json are listed too, with their status: ``killed`` (a checkpoint to resume from), ``failed`` (none),
+``running (pid N)`` (the run's lock is held).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -18,21 +21,28 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from gancollapse.aggregate import aggregate_seeds, run_overrides, run_signature, seed_spread
 from gancollapse.callbacks import describe_run
 from gancollapse.plots import image_grid
+from gancollapse.runio import LAST, LOCK_NAME, lock_holder
 
 # Columns shown when present, with how to format them; order is the leaderboard's.
 COLUMNS: list[tuple[str, str, str]] = [
     ("run", "run", "{}"),
+    ("overrides", "overrides", "{}"),
     ("dataset", "dataset", "{}"),
     ("loss", "loss", "{}"),
     ("regularizers", "regularizers", "{}"),
     ("sampler", "sampler", "{}"),
     ("seed", "seed", "{}"),
+    ("n", "n", "{}"),
+    ("runs", "runs", "{}"),  # the group's run dirs when n > 1 (`run` is the first: its picture is shown)
     ("sample_seed", "sample seed", "{}"),
     ("toy/modes", "modes", "{:.0f}"),
     ("toy/hq_fraction", "HQ %", "{:.1%}"),
     ("toy/reverse_kl", "reverse KL", "{:.3f}"),
+    ("modes", "modes", "{:.0f}"),
+    ("kl_uniform", "KL", "{:.3f}"),
     ("fid", "FID", "{:.2f}"),
     ("best/fid", "best FID", "{:.2f}"),
     ("kid", "KID", "{:.4f}"),
@@ -45,8 +55,44 @@ PICTURES = ("plots/final.png", "samples/final.png", "scatter.png", "samples.png"
 
 
 def find_runs(root: Path) -> list[Path]:
-    """Directories below ``root`` (``root`` included) that hold a summary.json."""
-    return sorted({p.parent for p in Path(root).rglob("summary.json")}, key=_natural_key)
+    """Directories below ``root`` (``root`` included) that hold a summary.json, and run directories without
+    one (killed, failed or still running: :func:`is_run_dir`); hidden dirs (submitit's ``.submitit/``,
+    ``.hydra/``) are skipped."""
+    root = Path(root)
+    found = {p.parent for p in root.rglob("summary.json")}
+    found |= {p.parent.parent if p.parent.name == ".hydra" else p.parent for p in root.rglob("config.yaml")}
+    return sorted((d for d in found if not any(part.startswith(".") for part in d.relative_to(root).parts)
+                   and ((d / "summary.json").is_file() or is_run_dir(d))), key=_natural_key)
+
+
+def is_run_dir(path: Path) -> bool:
+    """A training run's directory: Hydra's ``.hydra/config.yaml``, or ``config.yaml`` beside what
+    ``train.run`` writes (checkpoints/, metrics.csv, .lock); not a W&B ``files/`` dir."""
+    return (path / ".hydra" / "config.yaml").is_file() or (
+        (path / "config.yaml").is_file() and any((path / m).exists() for m in ("checkpoints", "metrics.csv", LOCK_NAME)))
+
+
+def run_status(run_dir: Path) -> str:
+    """The status of a run without summary.json: running (its lock is held), killed (a checkpoint to resume
+    from), or failed (stopped before its first checkpoint)."""
+    pid = lock_holder(run_dir)
+    if pid is not None:
+        return f"running (pid {pid})"
+    if (run_dir / "checkpoints" / LAST).is_file():
+        return "killed (no summary; rerun to resume)"
+    return "failed (no summary, no checkpoint)"
+
+
+def _run_config(run_dir: Path) -> Any:
+    """The run's resolved config.yaml, else Hydra's composed one with its config-group choices."""
+    if (run_dir / "config.yaml").is_file():
+        return OmegaConf.load(run_dir / "config.yaml")
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    hydra_yaml = run_dir / ".hydra" / "hydra.yaml"
+    choices = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.runtime.choices") if hydra_yaml.is_file() else None
+    if choices is not None:
+        cfg.choices = {k: v for k, v in choices.items() if not str(k).startswith("hydra")}
+    return cfg
 
 
 def _natural_key(p: Path) -> list[Any]:
@@ -55,8 +101,13 @@ def _natural_key(p: Path) -> list[Any]:
 
 
 def load_row(run_dir: Path, root: Path) -> dict[str, Any]:
-    summary = json.loads((run_dir / "summary.json").read_text())
     row: dict[str, Any] = {"run": str(run_dir.relative_to(root)) if run_dir != root else "."}
+    if not (run_dir / "summary.json").is_file():  # killed, failed or running: listed with its status
+        with contextlib.suppress(Exception):  # an unreadable config still leaves the row and its status
+            row.update(describe_run(_run_config(run_dir)))
+        row["status"] = run_status(run_dir)
+        return row
+    summary = json.loads((run_dir / "summary.json").read_text())
     cfg_path = run_dir / "config.yaml"
     if cfg_path.is_file() and "loss" not in summary:
 
@@ -93,7 +144,7 @@ def leaderboard_markdown(rows: list[dict[str, Any]]) -> str:
     cols = [(k, h, f) for k, h, f in COLUMNS if any(k in r for r in rows)]
     lines = ["| " + " | ".join(h for _, h, _ in cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(k), f) for k, _, f in cols) + " |")
+        lines.append("| " + " | ".join(_fmt(r.get(k), f) + seed_spread(r, k, f) for k, _, f in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -104,12 +155,14 @@ def write_report(root: Path | str, out: Path | str | None = None) -> Path:
         raise FileNotFoundError(f"{root} is not a directory; pass a multirun directory, e.g. multirun/2026-11-23/12-00-00")
     runs = find_runs(root)
     if not runs:
-        raise FileNotFoundError(f"no summary.json below {root}: the runs have not finished, or this is not a sweep dir")
+        raise FileNotFoundError(f"no runs below {root} (no summary.json or run directory): this is not a sweep dir")
     out = Path(out) if out else root
     out.mkdir(parents=True, exist_ok=True)
-    rows = sort_rows([load_row(r, root) for r in runs])
+    # One row per configuration: runs that differ only in seed are averaged (mean ± std, n).
+    rows = sort_rows(aggregate_seeds([load_row(r, root) for r in runs], [run_signature(r) for r in runs],
+                                     [run_overrides(r) for r in runs]))
     md = out / "leaderboard.md"
-    md.write_text(f"# Leaderboard: {root}\n\n{len(rows)} runs, best first.\n\n" + leaderboard_markdown(rows))
+    md.write_text(f"# Leaderboard: {root}\n\n{len(runs)} runs in {len(rows)} configurations (mean ± std over seeds, n runs each), best first.\n\n" + leaderboard_markdown(rows))
     keys = list(dict.fromkeys(k for r in rows for k in r))
     with open(out / "leaderboard.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)

@@ -28,6 +28,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 from torchvision.datasets import CIFAR10, MNIST, CelebA
 
+from gancollapse.data.order import seeded_loader
+
 DEFAULT_ROOT = "data"
 
 
@@ -266,9 +268,11 @@ class ImageDataModule(L.LightningDataModule):
         workers = 0 if in_memory else self.num_workers
         # Pinned batches let Lightning's non_blocking copy overlap the previous step; only worth it on a GPU.
         pin = self._device().type == "cuda"
-        return DataLoader(self.data, batch_size=self.batch_size, shuffle=True, drop_last=self.drop_last,
-                          collate_fn=_identity if in_memory else None, num_workers=workers,
-                          persistent_workers=workers > 0, pin_memory=pin)
+        # The order is a function of (seed, epoch), ranks take disjoint slices, a resumed epoch skips the batches
+        # already trained on (gancollapse.data.order).
+        return seeded_loader(self.data, self.batch_size, self.seed, self.drop_last, getattr(self, "trainer", None),
+                             collate_fn=_identity if in_memory else None, num_workers=workers,
+                             persistent_workers=workers > 0, pin_memory=pin)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch

@@ -7,7 +7,9 @@ import math
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
+
+from gancollapse.data.order import SeededLoader, seeded_loader
 
 
 def ring_centers(n_modes: int = 8, radius: float = 1.0) -> Tensor:
@@ -105,8 +107,9 @@ class ToyDataModule(L.LightningDataModule):
         """Fresh real samples (for evaluation and plots), independent of the training set."""
         return sample_mixture(self.centers, self.std, n, torch.Generator().manual_seed(seed + 10_007))[0]
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> SeededLoader:
         self.setup()
-        # Under DDP Lightning swaps the RandomSampler for a DistributedSampler, so ranks see disjoint data.
-        return DataLoader(BatchTensorDataset(self.data), batch_size=self.batch_size, shuffle=True,
-                          drop_last=True, collate_fn=_identity, num_workers=0)
+        # The order of an epoch is a function of (seed, epoch); ranks take disjoint slices of it; a resumed run
+        # skips the batches it already trained on (gancollapse.data.order).
+        return seeded_loader(BatchTensorDataset(self.data), self.batch_size, self.seed, drop_last=True,
+                             trainer=self.trainer, collate_fn=_identity, num_workers=0)

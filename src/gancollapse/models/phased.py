@@ -126,6 +126,10 @@ class PhasedModule(L.LightningModule):
     phase_optimizers: Mapping[str, str] = {}
     #: the phase whose step count drives logging intervals.
     log_phase: str = "g"
+    #: real 4-D batches are made channels_last in :meth:`phase_batch` (set by :meth:`use_channels_last`).
+    channels_last: bool = False
+    #: start a new CUDA-graph generation before each phase (nets compiled with ``mode="reduce-overhead"``).
+    cudagraph_steps: bool = False
 
     def init_skeleton(self, optim: DictConfig | Mapping | None, log_every_n_steps: int, skip_nonfinite: bool,
                       accumulate_grad_batches: int) -> None:
@@ -140,6 +144,7 @@ class PhasedModule(L.LightningModule):
         self.steps: dict[str, int] = {}
         self.micro: dict[str, int] = {}
         self._skips: dict[str, Tensor] = {}
+        self._streak: dict[str, Tensor] = {}  # consecutive skipped steps per phase (device counters)
         self._found: dict[str, Tensor] = {}
         self.train_seconds = 0.0
         self._t0: float | None = None
@@ -149,6 +154,16 @@ class PhasedModule(L.LightningModule):
 
     def sample_z(self, n: int) -> Tensor:
         raise NotImplementedError
+
+    def use_channels_last(self, *nets: torch.nn.Module) -> None:
+        """NHWC memory layout for the conv nets' weights and, from now on, for the real batch.
+
+        Values are unchanged; on a GPU cuDNN's tensor-core convolutions take NHWC natively, so the
+        NCHW↔NHWC transposes around every conv disappear (PyTorch's channels_last tutorial).
+        """
+        self.channels_last = True
+        for net in nets:
+            net.to(memory_format=torch.channels_last)
 
     # ------------------------------------------------------------------ counters
     @property
@@ -174,6 +189,15 @@ class PhasedModule(L.LightningModule):
             return {}
         names = list(self._skips)
         values = torch.stack([self._skips[n].detach().float().cpu() for n in names]).tolist()
+        return {n: int(v) for n, v in zip(names, values, strict=True)}
+
+    @property
+    def consecutive_skips(self) -> dict[str, int]:
+        """Optimizer steps skipped in a row, up to the latest, per phase (a host sync: read at intervals)."""
+        if not self._streak:
+            return {}
+        names = list(self._streak)
+        values = torch.stack([self._streak[n].detach().float().cpu() for n in names]).tolist()
         return {n: int(v) for n, v in zip(names, values, strict=True)}
 
     # ------------------------------------------------------------------ optimisers
@@ -224,12 +248,18 @@ class PhasedModule(L.LightningModule):
     def phase_batch(self, batch: Any) -> PhaseBatch:
         """What the phases of one step share; GAN-like models draw D's z here."""
         real = _as_batch(batch)
+        if self.channels_last and real.dim() == 4:
+            real = real.contiguous(memory_format=torch.channels_last)
         return PhaseBatch(real, self.sample_z(real.shape[0]))
 
     def training_step(self, batch: Any, batch_idx: int = 0) -> None:
         pb = self.phase_batch(batch)
         logged_before = self.steps.get(self.log_phase, 0)
         for phase in self.phases():
+            if self.cudagraph_steps:
+                # The previous phase's graph outputs are dead (its backward and step are done): say so, or
+                # CUDA-graph trees keep them alive and refuse to replay a graph that would overwrite them.
+                torch.compiler.cudagraph_mark_step_begin()
             out = getattr(self, f"{phase}_loss")(pb)
             self._update(out["loss"], phase)
             self._pending_logs.update({k: v for k, v in out.items() if k != "loss"})
@@ -266,6 +296,8 @@ class PhasedModule(L.LightningModule):
             masked_step(opt, found)
             skips = self._skips.get(phase)
             self._skips[phase] = found if skips is None else skips + found
+            streak = self._streak.get(phase)  # +1 on a skipped step, back to 0 on a taken one
+            self._streak[phase] = found if streak is None else (streak + found) * found
         else:
             opt.step()
         self.steps[phase] = self.steps.get(phase, 0) + 1
@@ -331,6 +363,7 @@ class PhasedModule(L.LightningModule):
             "d_steps": self.d_steps,
             "g_steps": self.g_steps,
             "nonfinite_skips": self.nonfinite_skips,
+            "consecutive_skips": self.consecutive_skips,
             "train_seconds": self.train_seconds,
         }
 
@@ -343,4 +376,6 @@ class PhasedModule(L.LightningModule):
         self.micro = {k: int(v) for k, v in state.get("micro", {}).items()} or dict(self.steps)
         self._skips = {k: torch.tensor(float(v), device=self.device)
                        for k, v in state.get("nonfinite_skips", {}).items()}
+        self._streak = {k: torch.tensor(float(v), device=self.device)
+                        for k, v in state.get("consecutive_skips", {}).items()}
         self.train_seconds = float(state.get("train_seconds", 0.0))
