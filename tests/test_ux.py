@@ -1,0 +1,131 @@
+"""User experience: the run-level progress printout, the sampling CLI's help and defaults, the public API's
+``dir``, and the sweep figures' labels."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import torch
+from PIL import Image
+from torch import nn
+
+import gancollapse
+from gancollapse.plots import count_label, fake_limits, image_grid, scatter_frame, wrap_title
+from gancollapse.progress import format_duration, format_eval
+from gancollapse.sample import DEFAULTS
+from gancollapse.samplers import refined
+from gancollapse.samplers.mhgan import MHGANSampler
+from gancollapse.train import run
+
+from .conftest import REPO, TINY, compose_cfg
+
+# The progress bar on (conftest's TINY switches it off); print_every_s=0: a line every refresh_rate batches.
+PROGRESS = [o for o in TINY if "progress_bar" not in o] + ["callbacks.progress_bar.print_every_s=0",
+                                                             "callbacks.progress_bar.refresh_rate=5",
+                                                             "logger=none"]
+
+
+def test_non_tty_run_prints_plain_g_step_lines_and_one_line_per_evaluation(tmp_path, capsys):
+    cfg = compose_cfg(PROGRESS + ["max_g_steps=20", "evaluator.every_n_steps=10", "evaluator.n_samples=400",
+                                  "evaluator.n_plot=100"], tiny=False)
+    run(cfg, tmp_path)
+    out = capsys.readouterr().out
+    assert "G step 0/20 (0.0%)" in out
+    assert "G step 20/20 (100.0%)" in out and "G steps/s" in out and "ETA" in out
+    evals = [line for line in out.splitlines() if line.startswith("eval @ G step")]
+    assert [e.split(":")[0] for e in evals] == ["eval @ G step 10/20", "eval @ G step 20/20"]
+    assert all("modes " in e and "/8" in e and "HQ " in e and "KL " in e for e in evals)
+    assert "\x1b[" not in out  # captured stdout is not a terminal: no ANSI codes
+
+
+def test_epoch_length_run_counts_batches_of_the_whole_run(tmp_path, capsys):
+    # 2000 points / 200 per batch = 10 batches per epoch, 2 epochs
+    cfg = compose_cfg(PROGRESS + ["max_g_steps=null", "trainer.max_epochs=2", "evaluator=none"], tiny=False)
+    run(cfg, tmp_path)
+    out = capsys.readouterr().out
+    assert "batch 20/20 (100.0%)" in out and "epoch 2/2" in out
+    assert "batch 10/20 (50.0%)" in out and "epoch 1/2" in out
+
+
+def test_format_eval_headline_metrics():
+    toy = {"toy/modes": 7.0, "toy/n_modes": 8.0, "toy/hq_fraction": 0.912, "toy/reverse_kl": 0.0123,
+           "toy/seconds": 0.25, "toy/g_step": 100.0}
+    assert format_eval(toy) == "modes 7/8 · HQ 91.2% · KL 0.012 · 0.2 s"
+    img = {"fid": 23.456, "kid": 0.01234, "kid_std": 0.0011, "modes": 987.0, "kl_uniform": 0.31,
+           "best/fid": 20.1, "best/fid_step": 800.0}
+    assert format_eval(img, monitor="fid") == "FID 23.46 · KID 0.0123 ± 0.0011 · modes 987 · KL 0.31 · best fid 20.1 @ 800"
+    assert format_duration(3725) == "1:02:05" and format_duration(None) == "-:--:--"
+
+
+def test_sample_help_exits_zero_and_default_sampler_is_the_prior():
+    res = subprocess.run([sys.executable, "-m", "gancollapse.sample", "--help"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "gancollapse.sample <run dir>" in res.stdout
+    assert DEFAULTS["sampler"] == "prior"
+
+
+def test_load_is_listed_by_dir():
+    assert {"load", "RunHandle"} <= set(dir(gancollapse))
+
+
+def test_count_label_singular_and_plural():
+    assert count_label(1, "mode") == "1 mode"
+    assert count_label(1.0, "mode") == "1 mode"
+    assert count_label(0, "mode") == "0 modes" and count_label(8, "mode") == "8 modes"
+    assert count_label(float("nan"), "mode") == "— modes"
+
+
+def test_diverged_points_widen_the_axes_instead_of_piling_on_the_border(tmp_path):
+    fake = torch.tensor([[0.0, 0.0], [300.0, -5.0], [float("nan"), 1.0]])
+    lo, hi = fake_limits(fake, -3.0, 3.0)
+    assert lo == -hi and hi >= 300.0
+    assert fake_limits(torch.zeros(4, 2), -3.0, 3.0) == (-3.0, 3.0)
+    assert scatter_frame(torch.randn(50, 2), fake, tmp_path / "f.png", "diverged").is_file()
+
+
+def test_grid_titles_are_wrapped_and_not_clipped(tmp_path):
+    long = "run 0: " + " / ".join(["hinge", "maem(weight=0.5,k=10)", "wlgan(chain_length=640)"] * 2) + "\n1 mode"
+    wrapped = wrap_title(long)
+    assert all(len(line) <= 42 for line in wrapped.split("\n")) and wrapped.endswith("1 mode")
+    pic = tmp_path / "p.png"
+    Image.new("RGB", (64, 64), "white").save(pic)
+    grid = image_grid([pic, pic], [long, "short"], tmp_path / "grid.png")
+    w, h = Image.open(grid).size
+    assert h > w / 2  # the titles' lines got room above the panels
+
+
+class RecordingBar:
+    """Stands in for the sampler's rich bar: records every position it is set to."""
+
+    def __init__(self) -> None:
+        self.completed, self.positions = 0.0, []
+
+    def __enter__(self) -> RecordingBar:
+        return self
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        return None
+
+    def advance(self, k: float) -> None:
+        self.set(self.completed + k)
+
+    def set(self, completed: float) -> None:
+        self.completed = float(completed)
+        self.positions.append(self.completed)
+
+
+def test_mcmc_bar_moves_within_chains_and_time_is_estimated(monkeypatch):
+    bar = RecordingBar()
+    monkeypatch.setattr(refined, "progress_bar", lambda total, description, enabled: bar)
+    torch.manual_seed(0)
+    g, d = nn.Linear(2, 2), nn.Linear(2, 1)
+    sampler = MHGANSampler(chain_length=5, batch_size=10)
+    assert sampler.chain_steps == 5
+    assert sampler.estimate_seconds(g, d, 20, 2) > 0
+    z = sampler.sample(g, d, 20, 2, seed=0, progress=True)
+    assert z.shape == (20, 2)
+    inside_first_batch = [p for p in bar.positions if 0 < p < 10]
+    assert len(inside_first_batch) >= 3  # moved during the first batch's chain steps, not only at its end
+    assert bar.positions == sorted(bar.positions) and bar.positions[-1] == 20
