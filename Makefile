@@ -44,3 +44,81 @@ ZOO := $(shell ls conf/experiment/zoo | sed 's/\.yaml//; s/^/zoo\//' | paste -sd
 zoo: $(STAMP)
 	$(PY) -m gancollapse.train -m experiment=$(ZOO) hydra.sweep.dir=multirun/zoo
 	$(PY) -m gancollapse.report multirun/zoo
+
+# ---------------------------------------------------------------------------- Stacked Digits benchmark
+# Offline 1,000-mode collapse benchmark (gancollapse.benchmark; docs/RESULTS.md): 10 configurations x 3 seeds
+# (conf/experiment/benchmark/), prior/MH-GAN/DRS sampling on the baseline, leaderboard.md/.csv (mean +- std over
+# seeds) and modes_kl.png under $(BENCH_DIR). Sized for ~2 h on 2 CPU cores (BENCH_JOBS runs at a time, 1 thread
+# each). A rerun resumes finished/killed runs. BENCH_ARGS: extra flags, e.g. BENCH_ARGS="--seeds 0 -- max_g_steps=100".
+BENCH_DIR ?= multirun/benchmark
+BENCH_JOBS ?= 2
+BENCH_ARGS ?=
+
+.PHONY: benchmark
+
+benchmark: $(STAMP)
+	$(PY) -m gancollapse.benchmark --out $(BENCH_DIR) --jobs $(BENCH_JOBS) $(BENCH_ARGS)
+
+# ---------------------------------------------------------------------------- MBRCE-AAE / ALAE
+# Progressive adversarial autoencoders (gancollapse.models.mbrce_aae). RUN=<run dir>, ARGS="<hydra overrides>".
+#   make mbrce                      # embedded digits: TFRecords, lods 0..3, evaluation, figures (a few CPU minutes)
+#   make mbrce ARGS="model.module.estimator=logistic model.module.r1_gamma=10"   # the ALAE baseline, same run
+#   make mbrce-celeba-data IMAGES=/data/celeba-hq-256   then   make mbrce-celeba ARGS="trainer.devices=4"
+RUN ?= outputs/mbrce
+ARGS ?=
+MBRCE_DATA ?= data/tfrecords/digits32
+IMAGES ?=
+CELEBA_TFRECORDS ?= data/tfrecords/celeba256
+CELEBA_RUN ?= outputs/mbrce_celeba256
+ALAE_CELEBA_RUN ?= outputs/alae_celeba256
+# torch threads of the MBRCE targets: 1 by default, because on a CPU shared with other jobs two spin-waiting
+# intra-op threads per process ran ~10x slower than one (measured on a loaded 2-core machine); raise on a quiet one.
+MBRCE_THREADS ?= 1
+MBRCE_PY := OMP_NUM_THREADS=$(MBRCE_THREADS) $(PY)
+MBRCE_FIGURES := $(MBRCE_PY) -m gancollapse.aae.figures $(RUN)
+
+.PHONY: mbrce mbrce-data mbrce-train mbrce-fresh mbrce-samples mbrce-recon mbrce-interp mbrce-stylemix \
+	mbrce-figures mbrce-eval mbrce-bench mbrce-celeba-data mbrce-celeba alae-celeba
+
+mbrce: mbrce-data mbrce-train   # training ends with the evaluation (summary.json) and the figures
+
+mbrce-data: $(STAMP)
+	$(PY) -c "from gancollapse.data.progressive import write_digits_tfrecords as w; \
+	m = w('$(MBRCE_DATA)', size=32, test_count=200, seed=0); print('$(MBRCE_DATA):', m['count'], 'train,', m['test_count'], 'held out')"
+
+mbrce-train: $(STAMP)   # a rerun with the same RUN resumes from $(RUN)/checkpoints/last.ckpt
+	$(MBRCE_PY) -m gancollapse.train experiment=mbrce_aae_digits dataset.path=$(MBRCE_DATA) hydra.run.dir=$(RUN) $(ARGS)
+
+mbrce-fresh: $(STAMP)
+	rm -rf $(RUN)
+	$(MAKE) mbrce RUN=$(RUN) ARGS="$(ARGS)"
+
+mbrce-samples: $(STAMP)
+	$(MBRCE_FIGURES) --what samples
+mbrce-recon: $(STAMP)
+	$(MBRCE_FIGURES) --what recon
+mbrce-interp: $(STAMP)
+	$(MBRCE_FIGURES) --what interp
+mbrce-stylemix: $(STAMP)
+	$(MBRCE_FIGURES) --what stylemix
+mbrce-figures: $(STAMP)
+	$(MBRCE_FIGURES) --what all
+
+mbrce-eval: $(STAMP)   # metrics of $(RUN)'s last checkpoint into $(RUN)/summary.json (and figures)
+	$(MBRCE_PY) -m gancollapse.aae.evaluate $(RUN)
+
+mbrce-bench: $(STAMP)   # share of the cs2 term in one training iteration at the digits default
+	$(PY) scripts/bench_mbrce_train.py
+
+mbrce-celeba-data: $(STAMP)   # IMAGES=<folder of aligned, square CelebA(-HQ) images>
+	@test -n "$(IMAGES)" || { echo "error: set IMAGES=<folder of aligned CelebA images>"; exit 1; }
+	$(PY) scripts/prepare_tfrecords.py --folder $(IMAGES) --out $(CELEBA_TFRECORDS) --name celeba --size 256 \
+		--parts 16 --test-count 1000 --split-seed 0
+
+mbrce-celeba: $(STAMP)   # ALAE's celeba-hq256 recipe with the cs2 divergence; DDP over the visible GPUs
+	$(PY) -m gancollapse.train experiment=mbrce_aae_celeba256 trainer=ddp dataset.path=$(CELEBA_TFRECORDS) \
+		hydra.run.dir=$(CELEBA_RUN) $(ARGS)
+
+alae-celeba: $(STAMP)   # the ALAE baseline on the same data and schedule
+	$(PY) -m gancollapse.train experiment=alae_celeba256 trainer=ddp dataset.path=$(CELEBA_TFRECORDS) \
+		hydra.run.dir=$(ALAE_CELEBA_RUN) $(ARGS)
