@@ -140,6 +140,28 @@ def sort_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=key)
 
 
+def _present(row: dict[str, Any], key: str) -> bool:
+    v = row.get(key)
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def sort_description(rows: list[dict[str, Any]]) -> str:
+    """The order :func:`sort_rows` gives ``rows``, in words: the columns it compares that the rows have, and in
+    which direction (``sorted by modes (most first), then HQ % (highest first), then reverse KL (lowest first)``)."""
+    keys = []
+    with_fid = [r for r in rows if _present(r, "best/fid") or _present(r, "fid")]
+    if any(_present(r, "best/fid") for r in with_fid):
+        # sort_rows places a row without best/fid by its final FID
+        keys.append("best FID" + ("" if all(_present(r, "best/fid") for r in with_fid) else ", else FID")
+                    + " (lowest first)")
+    elif with_fid:
+        keys.append("FID (lowest first)")
+    keys += [f"{label} ({direction} first)" for key, label, direction in
+             (("toy/modes", "modes", "most"), ("toy/hq_fraction", "HQ %", "highest"),
+              ("toy/reverse_kl", "reverse KL", "lowest")) if any(_present(r, key) for r in rows)]
+    return "sorted by " + ", then ".join(keys) if keys else "no metric to sort by: in run order"
+
+
 def leaderboard_markdown(rows: list[dict[str, Any]]) -> str:
     cols = [(k, h, f) for k, h, f in COLUMNS if any(k in r for r in rows)]
     lines = ["| " + " | ".join(h for _, h, _ in cols) + " |", "|" + "---|" * len(cols)]
@@ -162,7 +184,7 @@ def write_report(root: Path | str, out: Path | str | None = None) -> Path:
     rows = sort_rows(aggregate_seeds([load_row(r, root) for r in runs], [run_signature(r) for r in runs],
                                      [run_overrides(r) for r in runs]))
     md = out / "leaderboard.md"
-    md.write_text(f"# Leaderboard: {root}\n\n{len(runs)} runs in {len(rows)} configurations (mean ± std over seeds, n runs each), best first.\n\n" + leaderboard_markdown(rows))
+    md.write_text(f"# Leaderboard: {root}\n\n{len(runs)} runs in {len(rows)} configurations (mean ± std over seeds, n runs each), best first: {sort_description(rows)}.\n\n" + leaderboard_markdown(rows))
     keys = list(dict.fromkeys(k for r in rows for k in r))
     with open(out / "leaderboard.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)

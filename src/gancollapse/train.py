@@ -8,6 +8,7 @@ does not is docs/RELIABILITY.md.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import os
@@ -23,6 +24,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -56,12 +58,17 @@ from gancollapse.runio import (
 )
 
 log = logging.getLogger("gancollapse")
+#: the run's record in <run dir>/train.log only (conf/train.yaml's hydra.job_logging): its start and the closing
+#: printout, which stdout already shows
+record = logging.getLogger("gancollapse.run")
 
 # Lightning warnings that are expected in this setup and would only confuse: losses are logged by the module
 # (not through Trainer.log_every_n_steps), checkpoints are resumed explicitly, and the tips are adverts.
 for _pattern in (".*smaller than the logging interval.*", ".*no last checkpoint available.*", ".*LeafSpec.*",
                  ".*was called without a model.*", ".*does not have many workers.*", ".*weights_only.*",
-                 ".*Using ModelCheckpoint with manual optimization.*"):
+                 ".*Using ModelCheckpoint with manual optimization.*",
+                 # best.ckpt's monitor is logged at evaluations only (the AAE's FID: at the top lod only)
+                 ".*could not find the monitored key.*"):
     warnings.filterwarnings("ignore", message=_pattern)
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
 
@@ -72,7 +79,7 @@ RESUME_MAY_CHANGE = ("max_g_steps", "resume", "ckpt_every_n_steps", "ckpt_every_
                      "log_every_n_steps", "objective", "choices", "callbacks", "logger", "evaluator", "compile",
                      "channels_last", "trainer.max_epochs", "trainer.accelerator", "trainer.devices",
                      "trainer.strategy", "trainer.num_nodes", "trainer.enable_progress_bar", "dataset.root",
-                     "dataset.download", "dataset.num_workers", "dataset.on_device")
+                     "dataset.download", "dataset.num_workers", "dataset.on_device", "run_length", "report")
 #: where torchvision looks for a data set's files, below ``dataset.root`` (for the messages of a missing set)
 DATA_FILES = {
     "mnist": "MNIST/raw/ (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
@@ -107,6 +114,14 @@ def validate(cfg: DictConfig) -> None:
         choice = (cfg.get("choices") or {}).get("model") or "dcgan32"
         raise RunError(f"dataset.img_size={size} but model={choice} is DCGAN-32, which makes 28 or 32 px images",
                        "set dataset.img_size=32, or model=dcgan64 (64 px)")
+    # Lightning's own refusal is a long traceback far from the key that caused it
+    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        choice = (cfg.get("choices") or {}).get("trainer")
+        asked = f"trainer={choice}" if choice else f"trainer.accelerator={accelerator}"
+        raise RunError(f"{asked} asks for GPUs but this machine has none",
+                       "add trainer.accelerator=cpu (DDP on CPU processes: trainer=ddp trainer.accelerator=cpu "
+                       "trainer.devices=2)")
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path, module: L.LightningModule) -> list[L.Callback]:
@@ -126,6 +141,9 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, module: L.LightningModule) -
     if monitor:  # nothing to monitor without the evaluator that logs it
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor,
                                          mode=evaluator.get("monitor_mode", "min"), save_top_k=1,
+                                         # for loading and sampling only: resuming is last.ckpt's job, and
+                                         # optimizer states would double the file
+                                         save_weights_only=True,
                                          auto_insert_metric_name=False, enable_version_counter=False))
     if cfg.get("max_g_steps"):
         callbacks.append(MaxGSteps(cfg.max_g_steps))
@@ -254,7 +272,7 @@ def _run(cfg: DictConfig, run_dir: Path, rank0: bool) -> dict[str, Any]:
     datamodule = build_datamodule(cfg)
     module = build_module(cfg)
     setup_data(cfg, datamodule)
-    config = (run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    config = (run_dir / "config.yaml", OmegaConf.to_yaml(with_run_length(cfg), resolve=True))
     if rank0 and resume is None:
         atomic_write_text(*config)  # a resumed run's is written once its checkpoint is restored (RunGuard)
     checkpoint_io = AtomicCheckpointIO()
@@ -309,6 +327,39 @@ def _run(cfg: DictConfig, run_dir: Path, rank0: bool) -> dict[str, Any]:
     return RunSummary(run_dir, cfg).write(module, status, **extra) if trainer.is_global_zero else {}
 
 
+def with_run_length(cfg: DictConfig) -> DictConfig:
+    """A copy of ``cfg`` with ``run_length: {g_steps, epochs}``, the limit the trainer actually runs under: the
+    saved config.yaml otherwise shows ``trainer.max_epochs`` also when ``max_g_steps`` overrides it (epochs
+    unbounded)."""
+    g_steps = cfg.get("max_g_steps")
+    epochs = None if g_steps else cfg.trainer.get("max_epochs")
+    out = copy.deepcopy(cfg)  # DictConfig.copy is shallow: its nodes would still hang off cfg
+    with open_dict(out):
+        out.run_length = {"g_steps": int(g_steps) if g_steps else None,
+                          "epochs": int(epochs) if epochs not in (None, -1) else None}
+    return out
+
+
+def closing_lines(run_dir: Path, summary: dict[str, Any]) -> list[str]:
+    """What a finished (or stopped) run prints: where its outputs are and its headline numbers."""
+    status = summary.get("status", "finished")
+    lines = [f"Run directory: {run_dir}", f"  {'summary:':<12} {run_dir / 'summary.json'}",
+             f"  {'metrics:':<12} {run_dir / 'metrics.csv'}"]
+    ckpts = [name for name in (LAST, "best.ckpt") if (run_dir / "checkpoints" / name).is_file()]
+    if ckpts:
+        lines.append(f"  {'checkpoints:':<12} {run_dir / 'checkpoints'} ({', '.join(ckpts)})")
+    if (run_dir / "plots").is_dir():
+        lines.append(f"  {'plots:':<12} {run_dir / 'plots'} (training.gif, final.png)")
+    if (run_dir / "samples").is_dir():
+        lines.append(f"  {'samples:':<12} {run_dir / 'samples'}")
+    lines.append(f"  {'report:':<12} python -m gancollapse.report {run_dir}")
+    shown = {k: v for k, v in summary.items() if "/" in k}
+    if shown:
+        lines.append("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
+    lines.append(f"  {status}: g_steps={summary.get('g_steps')}, nonfinite_skips={summary.get('nonfinite_skips')}")
+    return lines
+
+
 def resolve_default_choice(group: str, choice: str | None) -> str | None:
     """``model=default/<dataset>`` is an alias file; report the option it selects (``dcgan32``)."""
     if not choice or not choice.startswith("default/"):
@@ -346,6 +397,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
     with open_dict(cfg):
         cfg.choices = {k: resolve_default_choice(k, v) for k, v in hc.runtime.choices.items() if not k.startswith("hydra")}
     run_dir = Path(hc.runtime.output_dir)
+    if is_global_zero_process():
+        record.info("run %s: %s", run_dir, " ".join(hc.overrides.task) or "(no overrides)")
     with one_line_errors():
         try:
             summary = run(cfg, run_dir)
@@ -355,15 +408,9 @@ def hydra_main(cfg: DictConfig) -> float | None:
             sys.exit(stop.exit_code)
     status = summary.get("status", "finished")
     if summary:
-        print(f"\nRun directory: {run_dir}")
-        print(f"  summary:  {run_dir / 'summary.json'}")
-        print(f"  metrics:  {run_dir / 'metrics.csv'}")
-        if (run_dir / "plots").is_dir():
-            print(f"  plots:    {run_dir / 'plots'} (training.gif, final.png)")
-        shown = {k: v for k, v in summary.items() if "/" in k}
-        if shown:
-            print("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
-        print(f"  {status}: g_steps={summary.get('g_steps')}, nonfinite_skips={summary.get('nonfinite_skips')}", flush=True)
+        lines = closing_lines(run_dir, summary)
+        print("\n" + "\n".join(lines), flush=True)
+        record.info("\n".join(lines))
     maximize = "max" in str(hc.sweeper.get("direction", "minimize"))
     if status == "diverged":
         print(f"error: {summary.get('reason', 'the run diverged')} — lower the learning rate (optim.*.lr) or add a "
