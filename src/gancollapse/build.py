@@ -19,6 +19,17 @@ DATASET_META_KEYS = ("name", "evaluator", "monitor", "monitor_mode")
 NET_KEYS_RESERVED = ("module",)
 
 
+def _tfrecord_meta(key: str, path: str, name: str) -> int:
+    """``${tfrecord_meta:<img_size|channels>,<path>,<name>}`` (conf/dataset/tfrecord.yaml): read from the set's
+    metadata. Registered here, where every entry point that resolves a composed config imports from."""
+    from gancollapse.data.tfrecord import meta_resolver  # lazy: DareBlopy only for TFRecord runs
+
+    return meta_resolver(key, path, name)
+
+
+OmegaConf.register_new_resolver("tfrecord_meta", _tfrecord_meta, replace=True)
+
+
 def instantiate_checked(node: Any, *args: Any, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` that re-raises a component's own ValueError unwrapped, so the user
     sees the message naming the bad key rather than Hydra's InstantiationException around it."""

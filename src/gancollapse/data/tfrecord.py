@@ -507,6 +507,37 @@ def read_meta(directory: str | Path, name: str) -> dict:
     return json.loads(path.read_text())
 
 
+def resolve_from_meta(directory: str | Path, name: str, img_size: int | None = None,
+                      channels: int | None = None) -> tuple[int, int]:
+    """(img_size, channels) of the set ``<directory>/<name>``: None reads ``<name>-meta.json`` (the largest
+    resolution written, its channels); an explicit value must agree with it. Raises ValueError naming the key,
+    the metadata file and the values it holds."""
+    meta, where = read_meta(directory, name), meta_path(Path(directory), name)
+    resolutions = [int(r) for r in meta.get("resolutions") or []]
+    if "channels" not in meta or not resolutions:
+        raise ValueError(f"{where}: 'channels' or 'resolutions' missing; {_FIX}")
+    if img_size is None:
+        img_size = max(resolutions)
+    elif int(img_size) not in resolutions:
+        raise ValueError(f"dataset.img_size={img_size} is not in the TFRecords: {where} lists the resolutions "
+                         f"{resolutions} (without the override: the largest)")
+    if channels is None:
+        channels = meta["channels"]
+    elif int(channels) != int(meta["channels"]):
+        raise ValueError(f"dataset.channels={channels} but {where} says the TFRecords have {meta['channels']} "
+                         f"channels (without the override: read from there)")
+    return int(img_size), int(channels)
+
+
+def meta_resolver(key: str, directory: str, name: str) -> int:
+    """The ``${tfrecord_meta:<img_size|channels>,<path>,<tfrecord_name>}`` interpolation of
+    conf/dataset/tfrecord.yaml: the value the metadata gives (:func:`resolve_from_meta`)."""
+    keys = ("img_size", "channels")
+    if key not in keys:
+        raise ValueError(f"tfrecord_meta: key must be one of {keys}, got {key!r}")
+    return resolve_from_meta(directory, name)[keys.index(key)]
+
+
 def parsed_yielder(files: list[str], channels: int, resolution: int, buffer_size: int, seed: int, epoch: int,
                    with_labels: bool):
     """DareBlopy's shuffled reader of ``data`` (and ``label``): files in a seeded order, records through a
@@ -569,17 +600,20 @@ class TFRecordDataModule(ImageDataModule):
     Args:
         path: folder of the TFRecords.
         tfrecord_name: the set's file prefix (``<name>-r05.tfrecords.000`` …).
-        img_size: the resolution level to read (a power of two present in the metadata).
+        img_size: the resolution level to read (a power of two present in the metadata); None: the largest.
+        channels: the set's channels (must match the metadata); None: the metadata's.
         buffer_size: DareBlopy shuffle buffer, in records.
         verify: walk every file's framing before the first read (cheap; catches truncation and bad headers).
     """
 
     name = "tfrecord"
 
-    def __init__(self, path: str = "", tfrecord_name: str = "images", img_size: int = 32, channels: int = 3,
-                 batch_size: int = 64, flip: bool = False, on_device: bool = False, buffer_size: int = 10_000,
-                 verify: bool = True, drop_last: bool = True, root: str = DEFAULT_ROOT, download: bool = False,
-                 seed: int = 0) -> None:
+    def __init__(self, path: str = "", tfrecord_name: str = "images", img_size: int | None = None,
+                 channels: int | None = None, batch_size: int = 64, flip: bool = False, on_device: bool = False,
+                 buffer_size: int = 10_000, verify: bool = True, drop_last: bool = True, root: str = DEFAULT_ROOT,
+                 download: bool = False, seed: int = 0) -> None:
+        if img_size is None or channels is None:  # explicit values are checked against the metadata at setup
+            img_size, channels = resolve_from_meta(path, tfrecord_name, img_size, channels)
         super().__init__(img_size, channels, batch_size, flip, on_device, 0, drop_last, root, download, seed)
         self.path, self.tfrecord_name, self.buffer_size, self.verify = Path(path), tfrecord_name, int(buffer_size), bool(verify)
         self._files: list[str] | None = None
@@ -590,12 +624,8 @@ class TFRecordDataModule(ImageDataModule):
 
     def files(self) -> list[str]:
         if self._files is None:
+            resolve_from_meta(self.path, self.tfrecord_name, self.img_size, self.channels)
             meta = read_meta(self.path, self.tfrecord_name)
-            if self.img_size not in meta["resolutions"]:
-                raise ValueError(f"dataset.img_size={self.img_size} is not in the TFRecords; written resolutions: "
-                                 f"{meta['resolutions']}")
-            if meta["channels"] != self.channels:
-                raise ValueError(f"dataset.channels={self.channels} but the TFRecords have {meta['channels']} channels")
             files = [level_path(self.path, self.tfrecord_name, self.img_size, p) for p in range(meta["parts"])]
             missing = [str(f) for f in files if not f.is_file()]
             if missing:

@@ -10,12 +10,18 @@ FID and survive resumes.
 
 The feature extractor (Inception: 95 MB) is held by this callback, never registered on the LightningModule,
 so it never enters a checkpoint.
+
+``n_samples`` and ``n_real`` may be ``auto``: decided at the first evaluation from the module's device
+(:func:`resolve_eval_sizes`; CUDA: 10,000 vs 50,000, else 2,000 vs 10,000) and announced in one log line. An
+Inception FID of 50k samples takes tens of minutes per evaluation on a CPU: paper-comparable FID is a GPU
+setting. Explicit numbers are always used as given.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
@@ -35,13 +41,40 @@ from gancollapse.metrics.prdc import prdc
 
 log = logging.getLogger("gancollapse")
 
+#: ``auto`` (n_samples, n_real) per device type: a CUDA device keeps this evaluator's former defaults; a CPU
+#: (or any other device) gets sizes that keep one Inception evaluation to minutes
+AUTO_EVAL_SIZES = {"cuda": (10_000, 50_000), "cpu": (2_000, 10_000)}
+#: what a paper-comparable FID (Heusel et al. 2017: 50k samples) needs: a GPU setting
+PAPER_FID = "evaluator.n_samples=50000 evaluator.n_real=50000"
+
+Size = int | Literal["auto"]
+
+
+def _is_auto(value: object) -> bool:
+    return isinstance(value, str) and value.lower() == "auto"
+
+
+def resolve_eval_sizes(n_samples: Size | str, n_real: Size | str, device: str | torch.device) -> tuple[int, int]:
+    """(n_samples, n_real): ``auto`` → :data:`AUTO_EVAL_SIZES` for the device (``cuda``/``cuda:N``: the CUDA
+    sizes, anything else the CPU's); numbers are returned as given."""
+    auto = AUTO_EVAL_SIZES["cuda" if torch.device(device).type == "cuda" else "cpu"]
+    return (auto[0] if _is_auto(n_samples) else int(n_samples), auto[1] if _is_auto(n_real) else int(n_real))
+
+
+def eval_sizes_message(n_samples: int, n_real: int, device: str | torch.device, auto: tuple[str, ...]) -> str:
+    """The one line announcing sizes chosen by ``auto`` (``auto``: the keys that were auto)."""
+    kind = "CUDA" if torch.device(device).type == "cuda" else "CPU"
+    return (f"evaluator: FID on {n_samples:,} samples vs {n_real:,} real images ({kind} default of "
+            f"{'/'.join(auto)}=auto; paper-comparable FID is a GPU setting: {PAPER_FID})")
+
 
 class ImageEvaluator(Evaluator):
     """Scores a generator on images.
 
     Args (besides the common ones of :class:`~gancollapse.metrics.evaluator.Evaluator`, whose ``monitor``
-    defaults to ``fid`` here):
-        n_real: real images for the cached statistics (all of a smaller set).
+    defaults to ``fid`` here, and whose ``n_samples`` may be ``auto`` here):
+        n_real: real images for the cached statistics (all of a smaller set); ``auto``: see
+            :func:`resolve_eval_sizes` (both ``auto`` sizes are decided at the first evaluation).
         feature: ``inception`` (standard FID, offline weights), ``tiny`` (fixed random conv net, fast, for
             CPU/tests), or ``classifier`` (the platform classifier's penultimate layer).
         feature_dim: output dimension of the ``tiny`` extractor.
@@ -61,21 +94,28 @@ class ImageEvaluator(Evaluator):
 
     namespace = "eval"
 
-    def __init__(self, every_n_steps: int | None = 1000, every_n_epochs: int | None = None, n_samples: int = 10_000,
-                 seed: int = 1234, monitor: str | None = "fid", monitor_mode: str = "min", n_real: int = 50_000,
+    def __init__(self, every_n_steps: int | None = 1000, every_n_epochs: int | None = None, n_samples: Size = 10_000,
+                 seed: int = 1234, monitor: str | None = "fid", monitor_mode: str = "min", n_real: Size = 50_000,
                  feature: str = "inception", feature_dim: int = 64, kid: bool = True, kid_subset_size: int = 1000,
                  kid_subsets: int = 100, prdc: bool = True, n_prdc: int = 5000, classifier: str | None = None,
                  is_splits: int = 10, grid_size: int = 64, grid_nrow: int | None = None, batch_size: int = 500,
                  cache_dir: str | None = None, fid_backend: str = "eigh") -> None:
-        super().__init__(every_n_steps, every_n_epochs, n_samples, seed, monitor, monitor_mode)
-        for key, val in {"n_samples": n_samples, "n_real": n_real, "batch_size": batch_size}.items():
+        for key, val in {"n_samples": n_samples, "n_real": n_real}.items():
+            if isinstance(val, str) and not _is_auto(val) and not val.strip().isdigit():
+                raise ValueError(f"evaluator.{key} must be a number or auto, got {val!r}")
+        # Until the first evaluation knows the module's device, ``auto`` stands for this machine's likely sizes
+        # (the latents drawn at setup need a count); _settle_sizes then decides, redrawing them if they differ.
+        likely = resolve_eval_sizes(n_samples, n_real, "cuda" if torch.cuda.is_available() else "cpu")
+        super().__init__(every_n_steps, every_n_epochs, likely[0], seed, monitor, monitor_mode)
+        for key, val in {"n_samples": likely[0], "n_real": likely[1], "batch_size": batch_size}.items():
             if int(val) < 2:
                 raise ValueError(f"evaluator.{key} must be >= 2, got {val}")
+        self._auto_samples, self._auto_real = _is_auto(n_samples), _is_auto(n_real)
         if grid_size < 0:
             raise ValueError(f"evaluator.grid_size must be >= 0, got {grid_size}")
         if fid_backend not in ("eigh", "torchmetrics"):
             raise ValueError(f"evaluator.fid_backend must be eigh or torchmetrics, got {fid_backend!r}")
-        self.n_real, self.feature, self.feature_dim = int(n_real), feature, int(feature_dim)
+        self.n_real, self.feature, self.feature_dim = likely[1], feature, int(feature_dim)
         self.kid, self.kid_subset_size, self.kid_subsets = bool(kid), int(kid_subset_size), int(kid_subsets)
         self.prdc, self.n_prdc, self.classifier_path, self.is_splits = bool(prdc), int(n_prdc), classifier, int(is_splits)
         self.grid_size, self.grid_nrow, self.batch_size = int(grid_size), grid_nrow, int(batch_size)
@@ -84,12 +124,36 @@ class ImageEvaluator(Evaluator):
         self._classifier = None
         self._real = None
 
+    @property
+    def n_samples(self) -> int:
+        return self._n_samples
+
+    @n_samples.setter
+    def n_samples(self, value: int) -> None:
+        # A count set after construction (python -m gancollapse.sample scores its own latents) is explicit.
+        self._n_samples, self._auto_samples = int(value), False
+
     # ------------------------------------------------------------------ setup
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
+        self._draw_latents(pl_module)
+
+    def _draw_latents(self, pl_module: L.LightningModule) -> None:
+        """The fixed evaluation and grid latents (seeded; the grid's follow the evaluation's)."""
         gen = torch.Generator().manual_seed(self.seed)
         self.eval_z = pl_module.sampler.prior(self.n_samples, pl_module.z_dim, "cpu", gen)
         self.grid_z = pl_module.sampler.prior(max(self.grid_size, 1), pl_module.z_dim, "cpu", gen)
+
+    def _settle_sizes(self, device: str | torch.device) -> None:
+        """Decide the ``auto`` sizes from the device the module evaluates on (once) and announce them."""
+        auto = tuple(k for k, a in (("n_samples", self._auto_samples), ("n_real", self._auto_real)) if a)
+        if not auto:
+            return
+        n_samples, n_real = resolve_eval_sizes("auto" if self._auto_samples else self.n_samples,
+                                               "auto" if self._auto_real else self.n_real, device)
+        self._n_samples, self.n_real = n_samples, n_real
+        self._auto_samples = self._auto_real = False
+        log.info(eval_sizes_message(n_samples, n_real, device, auto))
 
     def _classifier_file(self) -> Path | None:
         if not self.classifier_path:
@@ -110,6 +174,7 @@ class ImageEvaluator(Evaluator):
 
     def _prepare(self, device: torch.device) -> None:
         """Build the extractor and the real statistics once (cached on disk across runs)."""
+        self._settle_sizes(device)
         if self._extractor is None:
             cls_file = self._classifier_file()
             self._extractor = build_feature_extractor(self.feature, dim=self.feature_dim, seed=0,
@@ -137,6 +202,9 @@ class ImageEvaluator(Evaluator):
     def compute(self, pl_module: L.LightningModule) -> dict[str, float]:
         """The metrics for the current generator (no logging, no files)."""
         device = pl_module.device
+        self._settle_sizes(device)
+        if len(self.eval_z) != self.n_samples:  # auto decided other sizes than setup's guess
+            self._draw_latents(pl_module)
         self._prepare(device)
         feats, probs, modes = [], [], []
         stacked = getattr(self.datamodule, "name", "") == "stacked_mnist"
