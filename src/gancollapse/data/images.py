@@ -377,7 +377,8 @@ class StackedMNISTDataModule(ImageDataModule):
                  num_workers: int = 0, drop_last: bool = True, root: str = DEFAULT_ROOT, download: bool = False,
                  seed: int = 0, n_samples: int = 128_000, stack_seed: int = 0, channels: int = 3) -> None:
         if int(channels) != 3:
-            raise ValueError(f"dataset.channels must be 3 for Stacked MNIST, got {channels}")
+            raise ValueError(f"dataset.channels must be 3 for {type(self).__name__[:-len('DataModule')]} (one digit per "
+                             f"channel), got {channels}")
         super().__init__(img_size, 3, batch_size, flip, on_device, num_workers, drop_last, root, download, seed)
         if int(n_samples) < 1:
             raise ValueError(f"dataset.n_samples must be >= 1, got {n_samples}")

@@ -9,19 +9,18 @@ classifier at the same size (:class:`gancollapse.benchmark.StackedDigitsEvaluato
 
 from __future__ import annotations
 
-from gancollapse.data.images import (
-    DEFAULT_ROOT,
-    DigitsDataModule,
-    ImageDataModule,
-    StackedImages,
-    stack_triples,
-)
+from torch import Tensor
+
+from gancollapse.data.images import DEFAULT_ROOT, DigitsDataModule, StackedMNISTDataModule
 
 __all__ = ["StackedDigitsDataModule"]
 
 
-class StackedDigitsDataModule(ImageDataModule):
+class StackedDigitsDataModule(StackedMNISTDataModule):
     """Three random sklearn digits as R, G, B → 1,000 modes (digit triples), at 16² or 32² (any size works).
+
+    Stacked MNIST's construction (:class:`~gancollapse.data.images.StackedMNISTDataModule`) with the embedded
+    digits as the source of single digits; only the defaults and that source differ.
 
     Args:
         n_samples: size of the stacked set (drawn once from ``stack_seed``; only the index triples are stored).
@@ -30,7 +29,6 @@ class StackedDigitsDataModule(ImageDataModule):
     """
 
     name = "stacked_digits"
-    num_classes = 1000
     # The per-channel classifier: the digits one at the same size (``python -m gancollapse.classifier
     # dataset=digits dataset.img_size=<img_size>``; the benchmark's evaluator builds it on first use).
     digit_dataset = "digits"
@@ -38,21 +36,13 @@ class StackedDigitsDataModule(ImageDataModule):
     def __init__(self, img_size: int = 16, batch_size: int = 64, flip: bool = False, on_device: bool | str = False,
                  num_workers: int = 0, drop_last: bool = True, root: str = DEFAULT_ROOT, download: bool = False,
                  seed: int = 0, n_samples: int = 50_000, stack_seed: int = 0, channels: int = 3) -> None:
-        if int(channels) != 3:
-            raise ValueError(f"dataset.channels must be 3 for Stacked Digits (one digit per channel), got {channels}")
-        super().__init__(img_size, 3, batch_size, flip, on_device, num_workers, drop_last, root, download, seed)
-        if int(n_samples) < 1:
-            raise ValueError(f"dataset.n_samples must be >= 1, got {n_samples}")
-        self.n_samples, self.stack_seed = int(n_samples), int(stack_seed)
-
-    def describe(self) -> str:
-        return super().describe() + f"-n{self.n_samples}-stack{self.stack_seed}"
+        super().__init__(img_size, batch_size, flip, on_device, num_workers, drop_last, root, download, seed,
+                         n_samples, stack_seed, channels)
 
     def digit_identity(self) -> str:
         """Cache identity of the single-digit set at this size (that of its classifier)."""
         return f"{self.digit_dataset}-{self.img_size}px-1ch"
 
-    def load(self) -> StackedImages:
+    def digits(self) -> tuple[Tensor, Tensor]:
         digits = DigitsDataModule(img_size=self.img_size, channels=1).load()
-        triples = stack_triples(len(digits), self.n_samples, self.stack_seed)
-        return StackedImages(digits.images, digits.labels, triples)
+        return digits.images, digits.labels
