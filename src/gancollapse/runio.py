@@ -243,6 +243,20 @@ def check_targets(cfg: DictConfig | Mapping, source: str | Path, allowed: tuple[
                            "load only runs you trust, and then with gancollapse.load(path, trusted=True)")
 
 
+# ---------------------------------------------------------------------------- locks
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive, blocking ``flock`` on ``path`` across processes (DDP ranks on one machine writing the same
+    cached file: one writes, the others wait and then find it done)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 # ---------------------------------------------------------------------------- the run lock
 class RunLock:
     """An exclusive ``flock`` on ``<run>/.lock`` for the life of a run (the kernel releases it when the

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import logging
 from collections.abc import Iterator
@@ -46,20 +45,10 @@ from gancollapse.metrics.features import RealStats, extract_features
 from gancollapse.metrics.fid import fid_from_features
 from gancollapse.metrics.image_callback import ImageEvaluator
 from gancollapse.metrics.observatory import class_coverage
+from gancollapse.runio import file_lock
 
 log = logging.getLogger("gancollapse")
 
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` across processes (DDP ranks on one machine share the cache)."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 # ---------------------------------------------------------------------------- pure metrics
@@ -150,7 +139,7 @@ class AAEEvaluator(ImageEvaluator):
         if not getattr(dm, "num_classes", 0):
             return None  # an unlabelled set (faces): no IS, no coverage
         path = default_classifier_path(dm.describe(), self.cache_dir)
-        with _exclusive(path.with_name(f".{path.name}.lock")):  # DDP ranks: one trains, the others then load it
+        with file_lock(path.with_name(f".{path.name}.lock")):  # DDP ranks: one trains, the others then load it
             if not path.is_file():
                 self._train_classifier(dm, path)
         return path

@@ -39,12 +39,10 @@ Switching lod. ``set_lod(lod, batch_size)`` takes effect at the next ``train_dat
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +65,7 @@ from gancollapse.data.tfrecord import (
     validate_split,
     write_tfrecords,
 )
+from gancollapse.runio import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -112,17 +111,6 @@ def flip_batch(images: Tensor, seed: int) -> Tensor:
     return torch.where(flip[:, None, None, None], images.flip(-1), images)
 
 
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock across processes (DDP ranks preparing the same set)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
 
 # ---------------------------------------------------------------------------- the embedded digits set
 def write_digits_tfrecords(out_dir: str | Path, size: int = 32, test_count: int = 200, seed: int = 0,
@@ -135,7 +123,7 @@ def write_digits_tfrecords(out_dir: str | Path, size: int = 32, test_count: int 
         raise ValueError(f"size must be a power of two >= 4, got {size}")
     out_dir = Path(out_dir)
     source = {"dataset": DIGITS_SOURCE, "size": int(size), "test_count": int(test_count), "split_seed": int(seed)}
-    with _file_lock(out_dir / f".{name}.lock"):
+    with file_lock(out_dir / f".{name}.lock"):
         if meta_path(out_dir, name).is_file():
             try:
                 meta = read_meta(out_dir, name)
