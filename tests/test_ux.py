@@ -19,7 +19,7 @@ from torch import nn
 import gancollapse
 from gancollapse.plots import count_label, fake_limits, image_grid, scatter_frame, wrap_title
 from gancollapse.progress import format_duration, format_eval
-from gancollapse.report import sort_description, write_report
+from gancollapse.report import sort_description, sort_rows, write_report
 from gancollapse.runio import RunError
 from gancollapse.sample import DEFAULTS
 from gancollapse.samplers import refined
@@ -208,6 +208,19 @@ def test_leaderboard_states_its_sort_column_and_direction(tmp_path):
     board = write_report(tmp_path).read_text()
     assert "sorted by modes (most first)" in board.split("|")[0]
 
+
+
+def test_mode_counted_sweeps_sort_by_modes_then_kl_then_fid():
+    """Stacked MNIST / Stacked Digits: the collapse benchmark's headline (modes of 1,000) decides, not FID."""
+    rows = [{"run": "sharp", "modes": 150, "kl_uniform": 3.7, "fid": 0.9},
+            {"run": "covers", "modes": 830, "kl_uniform": 0.70, "fid": 1.4},
+            {"run": "tie", "modes": 830, "kl_uniform": 0.65, "fid": 4.4},
+            {"run": "failed"}]
+    assert [r["run"] for r in sort_rows(rows)] == ["tie", "covers", "sharp", "failed"]
+    assert sort_description(rows) == ("sorted by modes (most first), then KL to uniform (lowest first), "
+                                      "then FID (lowest first)")
+    # without mode counts FID decides, missing FIDs last
+    assert [r["fid"] for r in sort_rows([{"fid": 4.0}, {"fid": None}, {"fid": 1.0}])] == [1.0, 4.0, None]
 
 def test_best_ckpt_is_weights_only_and_loads_like_the_weights_it_saved(tmp_path):
     # monitoring the G step (max) makes the last evaluation, at the end of training, the best: best.ckpt then

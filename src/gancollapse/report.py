@@ -126,18 +126,11 @@ def _fmt(value: Any, fmt: str) -> str:
         return str(value)
 
 
-def sort_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Best first: lowest FID when runs report one, else most modes, then highest HQ%, lowest KL."""
-
-    def key(r: dict[str, Any]) -> tuple:
-        def num(k: str, default: float) -> float:
-            v = r.get(k)
-            return default if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
-
-        return (num("best/fid", num("fid", math.inf)), -num("toy/modes", -1), -num("toy/hq_fraction", -1),
-                num("toy/reverse_kl", math.inf))
-
-    return sorted(rows, key=key)
+#: mode-counted image sweeps (Stacked MNIST / Stacked Digits): the collapse benchmark's headline first
+MODE_COUNT_ORDER: tuple[tuple[str, str, int], ...] = (("modes", "modes", -1), ("kl_uniform", "KL to uniform", 1))
+#: toy sweeps
+TOY_ORDER: tuple[tuple[str, str, int], ...] = (("toy/modes", "modes", -1), ("toy/hq_fraction", "HQ %", -1),
+                                               ("toy/reverse_kl", "reverse KL", 1))
 
 
 def _present(row: dict[str, Any], key: str) -> bool:
@@ -145,20 +138,51 @@ def _present(row: dict[str, Any], key: str) -> bool:
     return v is not None and not (isinstance(v, float) and math.isnan(v))
 
 
+def _order(rows: list[dict[str, Any]]) -> tuple[tuple[str, str, int], ...]:
+    """The (key, label, sign) columns rows are compared on, in turn; sign -1: larger is better. FID (best/fid,
+    else the final fid) comes after the mode counts when the sweep counts modes, else first."""
+    fid = (("fid", "FID", 1),)
+    if any(_present(r, "modes") for r in rows):
+        return MODE_COUNT_ORDER + fid
+    return fid + TOY_ORDER
+
+
+def _fid(r: dict[str, Any]) -> float | None:
+    return next((float(r[k]) for k in ("best/fid", "fid") if _present(r, k)), None)
+
+
+def sort_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Best first (:func:`sort_description` says how): for mode-counted sweeps most modes, then lowest KL to
+    uniform, then lowest FID; otherwise lowest FID (best/fid when tracked) when runs report one, then most modes,
+    highest HQ %, lowest reverse KL. Missing values sort last."""
+    order = _order(rows)
+
+    def key(r: dict[str, Any]) -> tuple:
+        out = []
+        for k, _, sign in order:
+            v = _fid(r) if k == "fid" else (float(r[k]) if _present(r, k) else None)
+            out.append(math.inf if v is None else sign * v)
+        return tuple(out)
+
+    return sorted(rows, key=key)
+
+
 def sort_description(rows: list[dict[str, Any]]) -> str:
     """The order :func:`sort_rows` gives ``rows``, in words: the columns it compares that the rows have, and in
     which direction (``sorted by modes (most first), then HQ % (highest first), then reverse KL (lowest first)``)."""
     keys = []
-    with_fid = [r for r in rows if _present(r, "best/fid") or _present(r, "fid")]
-    if any(_present(r, "best/fid") for r in with_fid):
-        # sort_rows places a row without best/fid by its final FID
-        keys.append("best FID" + ("" if all(_present(r, "best/fid") for r in with_fid) else ", else FID")
-                    + " (lowest first)")
-    elif with_fid:
-        keys.append("FID (lowest first)")
-    keys += [f"{label} ({direction} first)" for key, label, direction in
-             (("toy/modes", "modes", "most"), ("toy/hq_fraction", "HQ %", "highest"),
-              ("toy/reverse_kl", "reverse KL", "lowest")) if any(_present(r, key) for r in rows)]
+    for k, label, sign in _order(rows):
+        if k == "fid":
+            with_fid = [r for r in rows if _fid(r) is not None]
+            if not with_fid:
+                continue
+            if any(_present(r, "best/fid") for r in with_fid):
+                # a row without best/fid is placed by its final FID
+                label = "best FID" + ("" if all(_present(r, "best/fid") for r in with_fid) else ", else FID")
+        elif not any(_present(r, k) for r in rows):
+            continue
+        direction = ("most" if "modes" in k else "highest") if sign < 0 else "lowest"
+        keys.append(f"{label} ({direction} first)")
     return "sorted by " + ", then ".join(keys) if keys else "no metric to sort by: in run order"
 
 
