@@ -109,3 +109,24 @@ def test_cli_on_an_image_run_reports_fid(tmp_path):  # noqa: ANN001
     assert image_metrics(handle, handle.datamodule(), saved["z"])["fid"] == pytest.approx(summary["fid"], rel=1e-4)
     torch.testing.assert_close(saved["x"], ((handle.module.generate(16, z=saved["z"]).cpu().clamp(-1, 1) + 1) * 127.5)
                                .round().to(torch.uint8), atol=1, rtol=0)
+
+
+def test_run_handle_builds_samplers_as_the_cli_does(tmp_path):  # noqa: ANN001
+    """``RunHandle.sample(n, sampler="mhgan")``: the run's training prior, and D's calibrator fitted on held-out
+    real data, as ``python -m gancollapse.sample`` does (unfitted, MH-GAN would score raw logits and start its
+    chains from generated samples; with the default normal prior, a uniform-prior G would see the wrong z)."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[
+            "dataset=ring", "max_g_steps=10", "dataset.n_samples=1000", "dataset.batch_size=100", "evaluator=none",
+            "sampler.distribution=uniform", "+sampler.low=-1.0", "+sampler.high=1.0",
+            "model.generator.hidden=16", "model.discriminator.hidden=16", "~callbacks.progress_bar"])
+    run(cfg, tmp_path)
+    handle = gancollapse.load(tmp_path)
+    sampler = handle.make_sampler("mhgan", n_calibration=400)
+    assert sampler.distribution == "uniform" and (sampler.low, sampler.high) == (-1.0, 1.0)
+    assert sampler.calibrator.fitted and sampler.real_logits is not None
+    assert not handle.make_sampler("mhgan", fit=False).calibrator.fitted
+    sampler.chain_length = 3
+    z = handle.sample_z(200, sampler, seed=0)
+    assert z.shape == (200, handle.z_dim) and z.abs().max() <= 1.0  # every chain state is a uniform draw
+    assert handle.sample(50, sampler, seed=0).shape == (50, 2)

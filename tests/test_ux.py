@@ -273,3 +273,12 @@ def test_no_empty_train_log_is_left(cli_run):
     if log.exists():  # the run's record: its start and where its outputs are
         text = log.read_text()
         assert f"run {run_dir}" in text and "finished: g_steps=10" in text
+
+
+def test_classifier_help_exits_zero_with_its_usage(capsys):
+    from gancollapse.classifier import main as classifier_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        classifier_main(["--help"])
+    assert exit_info.value.code == 0
+    assert "python -m gancollapse.classifier dataset=" in capsys.readouterr().out

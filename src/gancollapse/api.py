@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from gancollapse.build import build_datamodule, build_module, find_checkpoint
 from gancollapse.models.gan import GANModule
+from gancollapse.paths import CONF_DIR
 from gancollapse.runio import check_targets, load_checkpoint
 
 
@@ -52,27 +53,60 @@ class RunHandle:
         """The run's datamodule (toy data is regenerated from its seed; image sets read from disk)."""
         return build_datamodule(self.cfg)
 
-    def make_sampler(self, sampler: DictConfig | dict | str | None = None):
-        """The run's training prior, or a sampler from a config node / ``conf/sampler/<name>.yaml``."""
+    def make_sampler(self, sampler: DictConfig | dict | str | None = None, fit: bool = True,
+                     n_calibration: int = 5000, seed: int = 0):  # noqa: ANN201
+        """The run's training prior (``sampler=None``), or a sampler from a config node /
+        ``conf/sampler/<name>.yaml`` with the run's prior (the chains must use the prior G was trained on),
+        fitted (``fit``) as ``python -m gancollapse.sample`` fits it: D's calibrator on ``n_calibration``
+        held-out real samples (:func:`held_out_real`) and as many generated ones."""
         if sampler is None:
             return self.module.sampler
         if isinstance(sampler, str):
-            from gancollapse.train import CONF_DIR
-
             sampler = OmegaConf.load(Path(CONF_DIR) / "sampler" / f"{sampler}.yaml")
-        return instantiate(sampler)
+        built = instantiate(with_run_prior(OmegaConf.create(sampler), self.cfg))
+        if fit and hasattr(built, "fit"):
+            real = held_out_real(self.datamodule(), int(n_calibration), seed=20_000 + int(seed))
+            with torch.enable_grad():  # callers may hold no_grad; the calibrator's fit is an optimisation
+                built.fit(self.generator, self.discriminator, real, self.z_dim, seed=int(seed))
+        return built
 
-    @torch.no_grad()
     def sample_z(self, n: int, sampler=None, seed: int | None = None) -> Tensor:  # noqa: ANN001
-        s = self.make_sampler(sampler) if not hasattr(sampler, "sample") else sampler
+        s = self.make_sampler(sampler, seed=seed or 0) if not hasattr(sampler, "sample") else sampler
         self.module.eval()
         return s.sample(self.generator, self.discriminator, n, self.z_dim, self.device, seed=seed)
 
-    @torch.no_grad()
     def sample(self, n: int, sampler=None, seed: int | None = None, batch_size: int = 10_000) -> Tensor:  # noqa: ANN001
-        """n generated samples, G in eval mode; ``sampler`` refines z (default: the prior)."""
+        """n generated samples, G in eval mode; ``sampler`` (a name, config or built sampler) refines z (default:
+        the prior); a name or config is built and fitted by :meth:`make_sampler`."""
         z = self.sample_z(n, sampler, seed)
-        return self.module.generate(n, z=z, batch_size=batch_size)
+        with torch.no_grad():
+            return self.module.generate(n, z=z, batch_size=batch_size)
+
+
+#: the keys of a sampler config that describe the prior
+PRIOR_KEYS = ("distribution", "low", "high")
+
+
+def with_run_prior(sampler_cfg: DictConfig, run_cfg: DictConfig) -> DictConfig:
+    """``sampler_cfg`` with the prior keys of the run's training sampler (a run trained on a uniform prior must be
+    sampled from it)."""
+    out = OmegaConf.create(OmegaConf.to_container(sampler_cfg))
+    run_prior = run_cfg.get("sampler") or {}
+    for key in PRIOR_KEYS:
+        if key in run_prior:
+            out[key] = run_prior[key]
+    return out
+
+
+def held_out_real(datamodule, n: int, seed: int) -> Tensor:  # noqa: ANN001
+    """Fresh real samples for calibration: toy data are redrawn from the mixture (independent of the
+    training set); image datamodules return a seeded subset of their data."""
+    if not hasattr(datamodule, "sample"):
+        raise ValueError(f"{type(datamodule).__name__} has no sample(n, seed); cannot draw held-out real data")
+    if hasattr(datamodule, "setup"):
+        datamodule.setup("fit")
+    out = datamodule.sample(n, seed=seed)
+    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 def load(path: str | Path, which: str = "best", map_location: str | torch.device = "cpu",

@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> Path:
     """CLI: dataset overrides go to Hydra (``dataset=mnist dataset.img_size=32``); ``epochs``, ``lr``,
     ``batch_size``, ``device``, ``out``, ``seed`` are the classifier's own."""
     argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        raise SystemExit(0)
     own = {"epochs": 5, "lr": 1e-3, "batch_size": 128, "device": "auto", "out": None, "seed": 0}
     overrides = []
     for arg in argv:

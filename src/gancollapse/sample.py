@@ -34,15 +34,15 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gancollapse.api import RunHandle, load
+from gancollapse.api import RunHandle, held_out_real, load, with_run_prior
+from gancollapse.paths import CONF_DIR as PATHS_CONF_DIR
 from gancollapse.progress import format_duration
 from gancollapse.runio import RunError, one_line_errors
 from gancollapse.samplers.refined import RefinedSampler
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(PATHS_CONF_DIR)
 DEFAULTS: dict[str, Any] = {"sampler": "prior", "n": 10_000, "seed": 0, "device": "auto", "which": "best",
                             "n_calibration": 5000, "tag": None, "out": None, "progress": True}
-PRIOR_KEYS = ("distribution", "low", "high")
 
 
 def parse_args(argv: list[str]) -> tuple[Path, DictConfig, DictConfig]:
@@ -79,23 +79,7 @@ def sampler_config(name: str, run_cfg: DictConfig, overrides: DictConfig) -> Dic
     if not path.is_file():
         known = sorted(p.stem for p in (CONF_DIR / "sampler").glob("*.yaml"))
         raise ValueError(f"sampler={name!r}: no config {path}; choose one of {known} or give a .yaml path")
-    cfg = OmegaConf.load(path)
-    run_prior = run_cfg.get("sampler") or {}
-    for key in PRIOR_KEYS:  # the chains must use the prior G was trained on
-        if key in run_prior:
-            cfg[key] = run_prior[key]
-    return OmegaConf.merge(cfg, overrides)
-
-
-def held_out_real(datamodule, n: int, seed: int):  # noqa: ANN001, ANN201
-    """Fresh real samples for calibration: toy data are redrawn from the mixture (independent of the
-    training set); image datamodules return a seeded subset of their data."""
-    if not hasattr(datamodule, "sample"):
-        raise ValueError(f"{type(datamodule).__name__} has no sample(n, seed); cannot draw held-out real data")
-    if hasattr(datamodule, "setup"):
-        datamodule.setup("fit")
-    out = datamodule.sample(n, seed=seed)
-    return out[0] if isinstance(out, (tuple, list)) else out
+    return OmegaConf.merge(with_run_prior(OmegaConf.load(path), run_cfg), overrides)
 
 
 def evaluator_config(cfg: DictConfig) -> DictConfig | None:
