@@ -68,7 +68,11 @@ for _pattern in (".*smaller than the logging interval.*", ".*no last checkpoint 
                  ".*was called without a model.*", ".*does not have many workers.*", ".*weights_only.*",
                  ".*Using ModelCheckpoint with manual optimization.*",
                  # best.ckpt's monitor is logged at evaluations only (the AAE's FID: at the top lod only)
-                 ".*could not find the monitored key.*"):
+                 ".*could not find the monitored key.*",
+                 # EMA copies of F and G (MBRCE-AAE / ALAE) stay in eval mode by design
+                 ".*module\\(s\\) in eval mode at the start of training.*",
+                 # a resumed run saves into its own checkpoints/ again
+                 ".*Checkpoint directory .* exists and is not empty.*"):
     warnings.filterwarnings("ignore", message=_pattern)
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
 
