@@ -31,7 +31,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gancollapse.aggregate import objective_value
+from gancollapse.aggregate import flatten, objective_value
 from gancollapse.build import build_datamodule, build_module
 from gancollapse.build import instantiate_checked as instantiate
 from gancollapse.callbacks import (
@@ -158,19 +158,10 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, module: L.LightningModule) -
     return callbacks
 
 
-def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for k, v in node.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out or {prefix[:-1]: {}}
-    return {prefix[:-1]: node}
-
-
 def config_changes(saved: DictConfig, current: DictConfig, may_change: tuple[str, ...] = RESUME_MAY_CHANGE) -> list[str]:
     """``key (saved → now)`` for every resolved key that differs, except ``may_change`` keys and their children."""
-    old = _flat(OmegaConf.to_container(saved, resolve=True))
-    new = _flat(OmegaConf.to_container(current, resolve=True))
+    old = flatten(OmegaConf.to_container(saved, resolve=True))
+    new = flatten(OmegaConf.to_container(current, resolve=True))
     free = tuple(may_change)
     changes = []
     for key in sorted(set(old) | set(new)):
