@@ -40,7 +40,7 @@ bench: $(STAMP)
 clean:
 	rm -rf outputs multirun .pytest_cache
 
-ZOO := $(shell ls conf/experiment/zoo | sed 's/\.yaml//; s/^/zoo\//' | paste -sd, -)
+ZOO := $(shell ls src/gancollapse/conf/experiment/zoo | sed 's/\.yaml//; s/^/zoo\//' | paste -sd, -)
 zoo: $(STAMP)
 	$(PY) -m gancollapse.train -m experiment=$(ZOO) hydra.sweep.dir=multirun/zoo
 	$(PY) -m gancollapse.report multirun/zoo

@@ -37,6 +37,7 @@ from gancollapse.classifier import default_classifier_path, load_classifier, sav
 from gancollapse.data.images import DigitsDataModule
 from gancollapse.metrics.image_callback import ImageEvaluator
 from gancollapse.metrics.mode_count import mode_stats, stacked_modes
+from gancollapse.paths import CONF_DIR
 from gancollapse.plots import plt
 from gancollapse.report import write_report
 
@@ -238,8 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-sample", action="store_true")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every training run (after --)")
     args = parser.parse_args(argv)
-    unknown = [c for c in args.configs if not (Path(__file__).resolve().parents[2] / "conf" / "experiment"
-                                               / "benchmark" / f"{c}.yaml").is_file()]
+    unknown = [c for c in args.configs if not (Path(CONF_DIR) / "experiment" / "benchmark" / f"{c}.yaml").is_file()]
     if unknown:
         raise ValueError(f"--configs {unknown}: no conf/experiment/benchmark/<name>.yaml; choose from {list(CONFIGS)}")
     seeds = [int(s) for s in args.seeds]

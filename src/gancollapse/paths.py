@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# The repository's Hydra config tree (``conf/`` next to ``src/``), for ``initialize_config_dir`` and ``hydra.main``.
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# The Hydra config tree ships inside the package (``gancollapse/conf``; the checkout's top-level ``conf`` is a
+# link to it), so an installed wheel trains from any directory. A user's own tree joins it through Hydra's
+# search path: ``hydra.searchpath=[file:///path/to/my_conf]``.
+CONF_DIR = str(Path(__file__).resolve().parent / "conf")
 
 
 def cache_dir(override: str | os.PathLike | None = None) -> Path:
