@@ -160,3 +160,62 @@ def test_every_dataset_has_a_default_evaluator_choice():
     names = {p.stem for p in (Path(CONF_DIR) / "dataset").glob("*.yaml")}
     missing = sorted(n for n in names if not (Path(CONF_DIR) / "evaluator" / "default" / f"{n}.yaml").is_file())
     assert not missing, f"add conf/evaluator/default/<name>.yaml for {missing}"
+
+
+class _NoisyG(torch.nn.Module):
+    """A generator with stochastic inputs (as ALAE's noise): G(z) = tanh(pattern(z) + 0.3·ε), ε ~ N(0, I)
+    from the global RNG."""
+
+    z_dim = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        from gancollapse.samplers.prior import PriorSampler
+
+        self.sampler = PriorSampler()
+        self.latest_eval: dict[str, float] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def generate(self, n: int, z: torch.Tensor, batch_size: int = 10_000) -> torch.Tensor:
+        pattern = z.repeat_interleave(256, dim=1).reshape(n, 1, 32, 32)
+        return torch.tanh(pattern + 0.3 * torch.randn(n, 1, 32, 32))
+
+
+def test_image_evaluation_draws_the_same_noise_whatever_came_before(tmp_path):
+    """The end of training and a later evaluation of its checkpoint must compute the same numbers: G's noise is
+    drawn from the evaluator's seed after the extractor and real statistics are ready, not from wherever the
+    global stream happens to be (building an extractor, a training step)."""
+    from gancollapse.data.images import DigitsDataModule
+
+    g, dm = _NoisyG(), DigitsDataModule(img_size=32)
+
+    def evaluator() -> ImageEvaluator:
+        ev = ImageEvaluator(n_samples=64, n_real=64, feature="tiny", kid=False, prdc=False, grid_size=0,
+                            batch_size=32, cache_dir=str(tmp_path))
+        ev.datamodule = dm
+        ev._draw_latents(g)
+        return ev
+
+    torch.manual_seed(0)
+    fresh = evaluator().compute(g)["fid"]  # builds the extractor and the real statistics first
+    warm = evaluator()
+    warm.compute(g)
+    torch.manual_seed(1)
+    again = warm.compute(g)["fid"]  # prepared already, another global stream
+    assert fresh == again
+
+
+def test_evaluation_leaves_the_training_rng_untouched():
+    class _Draws(_Scripted):
+        def compute(self, pl_module) -> dict[str, float]:  # noqa: ANN001
+            return {"score": float(torch.rand(()))}
+
+    ev, module, trainer = _Draws({}, every_n_steps=1), _Module(), _Trainer()
+    module.g_steps = 1
+    torch.manual_seed(5)
+    before = torch.random.get_rng_state()
+    ev.evaluate(trainer, module)
+    assert torch.equal(torch.random.get_rng_state(), before)

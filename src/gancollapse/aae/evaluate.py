@@ -24,10 +24,8 @@ interrupted run: ``python -m gancollapse.aae.evaluate <run dir> [--which last|be
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -109,19 +107,6 @@ class AAEEvaluator(ImageEvaluator):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.attach(pl_module, trainer.datamodule, Path(trainer.default_root_dir))
 
-    @contextlib.contextmanager
-    def seeded(self, device: torch.device) -> Iterator[None]:
-        """Fix the RNG (G's noise inputs) for an evaluation without disturbing training's random stream, so
-        a checkpoint evaluated again (CLI) gives the same numbers."""
-        devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.seed)
-            yield
-
-    def compute(self, pl_module: L.LightningModule) -> dict[str, float]:
-        with self.seeded(pl_module.device):
-            return super().compute(pl_module)
-
     @staticmethod
     def at_top(pl_module: L.LightningModule) -> bool:
         return int(pl_module.lod) == int(pl_module.max_lod)
@@ -160,22 +145,24 @@ class AAEEvaluator(ImageEvaluator):
         """Reconstruction metrics on the held-out split at the module's lod and, at the top lod with a
         classifier, class coverage of generated samples and the class accuracy of reconstructions."""
         device = pl_module.device
-        with self.seeded(device):
+        with self.isolated_rng(device):
+            self._prepare(device)  # may build the extractor and classifier: before the seeded generation
             return self._final_metrics(pl_module, device)
 
     def _final_metrics(self, pl_module: L.LightningModule, device: torch.device) -> dict[str, float]:
-        self._prepare(device)
         dm, lod = self.datamodule, int(pl_module.lod)
         images, labels = dm.held_out_uint8(self.n_recon, lod=lod, seed=self.seed)
         real = blend_real_images(to_float(images).to(device), lod, pl_module.blend)
-        recon = torch.cat([pl_module.reconstruct(b) for b in real.split(self.batch_size)]).float()
+        with self.seeded(device):
+            recon = torch.cat([pl_module.reconstruct(b) for b in real.split(self.batch_size)]).float()
         m = {f"recon/{k}": v for k, v in reconstruction_metrics(real, recon).items()}
         real_feats = extract_features(self._extractor, real, self.batch_size, device)
         recon_feats = extract_features(self._extractor, recon, self.batch_size, device)
         m["recon/fid"] = fid_from_features(RealStats.from_features(real_feats), recon_feats, self.fid_backend)
         m["recon/lod"] = float(lod)
         if self._classifier is not None and self.at_top(pl_module):
-            fake = torch.cat([pl_module.generate(z.shape[0], z=z.to(device)) for z in self.eval_z.split(self.batch_size)])
+            with self.seeded(device):
+                fake = torch.cat([pl_module.generate(z.shape[0], z=z.to(device)) for z in self.eval_z.split(self.batch_size)])
             m.update({f"class_coverage/{k}": v for k, v in
                       coverage_metrics(predict_proba(self._classifier, fake), self.coverage_min_fraction).items()})
             pred = predict_proba(self._classifier, recon).argmax(dim=1).cpu()
@@ -210,7 +197,8 @@ def evaluate_run(run_dir: str | Path, which: str = "last", figures: bool = True)
     evaluator.attach(module, dm, run_dir)
     metrics: dict[str, float] = {}
     if evaluator.at_top(module):
-        metrics.update(evaluator.compute(module))
+        with evaluator.isolated_rng(module.device):
+            metrics.update(evaluator.compute(module))
     else:
         log.warning("checkpoint %s is at lod %d < top lod %d: FID/KID/PRDC skipped", which, module.lod, module.max_lod)
     metrics.update(evaluator.final_metrics(module))

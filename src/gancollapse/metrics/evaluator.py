@@ -16,8 +16,10 @@ one per dataset.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,26 @@ class Evaluator(L.Callback):
     def finish(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Called at the end of training, after the final evaluation (GIFs, final images)."""
 
+    # ------------------------------------------------------------------ random streams
+    @staticmethod
+    @contextlib.contextmanager
+    def isolated_rng(device: torch.device | str) -> Iterator[None]:
+        """Run the block on a fork of the global CPU (and ``device``'s CUDA) RNG: whatever it draws or builds
+        (a feature extractor's default init, real subsets, G's noise inputs) leaves training's stream as it was,
+        so a run trains the same with or without evaluations."""
+        device = torch.device(device)
+        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+            yield
+
+    @contextlib.contextmanager
+    def seeded(self, device: torch.device | str) -> Iterator[None]:
+        """An isolated RNG reset to ``seed``: generation inside it draws the same noise (stochastic G inputs,
+        e.g. ALAE's noise) at every evaluation of the same weights, whatever was prepared or drawn before it —
+        the end of training and a later evaluation of its checkpoint compute the same numbers."""
+        with self.isolated_rng(device):
+            torch.manual_seed(self.seed)
+            yield
+
     # ------------------------------------------------------------------ evaluation
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.run_dir = Path(trainer.default_root_dir)
@@ -95,7 +117,8 @@ class Evaluator(L.Callback):
         step = pl_module.g_steps
         self._last_eval = step
         t0 = time.perf_counter()
-        metrics = {k: float(v) for k, v in self.compute(pl_module).items()}
+        with self.isolated_rng(getattr(pl_module, "device", "cpu")):
+            metrics = {k: float(v) for k, v in self.compute(pl_module).items()}
         metrics[f"{self.namespace}/seconds"] = time.perf_counter() - t0
         metrics[f"{self.namespace}/g_step"] = float(step)
         self._track_best(metrics, step)

@@ -209,8 +209,10 @@ class ImageEvaluator(Evaluator):
         feats, probs, modes = [], [], []
         stacked = getattr(self.datamodule, "name", "") == "stacked_mnist"
         inception_is = getattr(self._extractor, "has_logits", False)
-        for z in self.eval_z.split(self.batch_size):
-            fake = pl_module.generate(z.shape[0], z=z.to(device), batch_size=self.batch_size)
+        with self.seeded(device):  # after _prepare: building the extractor or the real statistics draws too
+            fakes = [pl_module.generate(z.shape[0], z=z.to(device), batch_size=self.batch_size)
+                     for z in self.eval_z.split(self.batch_size)]
+        for fake in fakes:
             if inception_is:  # torch-fidelity's weights are in the hub cache: IS from the same forward
                 f, logits = self._extractor.features_and_logits(fake)
                 feats.append(f.float())
