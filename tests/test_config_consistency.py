@@ -147,13 +147,12 @@ def test_auto_latents_are_redrawn_when_the_device_decides_other_sizes(monkeypatc
     class _Stop(Exception):
         pass
 
-    class _Sampler:
-        @staticmethod
-        def prior(n, z_dim, device, gen):  # noqa: ANN001, ANN205
-            return torch.randn(n, z_dim, generator=gen)
-
     class _Module:
-        sampler, z_dim, device = _Sampler(), 4, torch.device("cpu")
+        z_dim, device = 4, torch.device("cpu")
+
+        @staticmethod
+        def sample_z(n, device, gen):  # noqa: ANN001, ANN205
+            return torch.randn(n, 4, generator=gen)
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # setup's guess: the CUDA sizes
     ev = ImageEvaluator(n_samples="auto", n_real="auto", grid_size=4)

@@ -104,7 +104,7 @@ def test_evaluator_run_reports_the_is_of_its_final_generator(tmp_path, digits_cl
     assert summary["eval/g_step"] == 4 and "fid" in summary
     # Recompute from the saved generator: the evaluator's latents are the prior's first 100 draws from seed 1234.
     module = gancollapse.load(tmp_path / "run", which="last").module
-    z = module.sampler.prior(100, module.z_dim, "cpu", torch.Generator().manual_seed(1234))
+    z = module.sample_z(100, "cpu", torch.Generator().manual_seed(1234))
     probs = predict_proba(load_classifier(cls), module.generate(100, z=z))
     assert summary["is"] == pytest.approx(inception_score(probs, 10)[0], rel=1e-4)
     assert summary["i_variance"] == pytest.approx(i_variance(probs, 10)[0], rel=1e-4)
@@ -152,7 +152,7 @@ def test_stacked_mnist_run_reports_the_modes_of_its_final_generator(tmp_path, st
                        "evaluator.n_real=300", "evaluator.kid=false"], tiny=False)
     summary = run(cfg, tmp_path / "run")
     module = gancollapse.load(tmp_path / "run", which="last").module
-    z = module.sampler.prior(300, module.z_dim, "cpu", torch.Generator().manual_seed(1234))
+    z = module.sample_z(300, "cpu", torch.Generator().manual_seed(1234))
     expected = mode_stats(stacked_modes(module.generate(300, z=z), load_classifier(stacked_digits)), 1000)
     assert summary["modes"] == expected["modes"] and summary["kl_uniform"] == pytest.approx(expected["kl_uniform"])
 

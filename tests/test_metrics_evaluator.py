@@ -179,6 +179,9 @@ class _NoisyG(torch.nn.Module):
     def device(self) -> torch.device:
         return torch.device("cpu")
 
+    def sample_z(self, n: int, device, generator=None) -> torch.Tensor:  # noqa: ANN001
+        return self.sampler.prior(n, self.z_dim, device, generator)
+
     def generate(self, n: int, z: torch.Tensor, batch_size: int = 10_000) -> torch.Tensor:
         pattern = z.repeat_interleave(256, dim=1).reshape(n, 1, 32, 32)
         return torch.tanh(pattern + 0.3 * torch.randn(n, 1, 32, 32))

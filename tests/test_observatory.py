@@ -106,7 +106,7 @@ def test_observatory_eigenvalues_are_the_top_eigenvalues_of_the_loss_hessians(tm
     obs._collect_real(dm.sample(64, seed=0))
     m = obs.evaluate(trainer, module)
     real = obs._real_pool()[:32]
-    z = module.sampler.prior(32, module.z_dim, "cpu", torch.Generator().manual_seed(7))
+    z = module.sample_z(32, "cpu", torch.Generator().manual_seed(7))
     for name in ("g", "d"):
         params = objective_losses(module, real, z)[name][1]
         top = _dense_hessian_top(lambda name=name: objective_losses(module, real, z)[name][0], params, 3)
@@ -151,7 +151,7 @@ class _TinyDM:
 def _image_module():
     torch.manual_seed(0)
     return DistGANModule(MnistGenerator(z_dim=3, dim=4, bridge="crop"), MnistDiscriminator(dim=4),
-                         MnistEncoder(z_dim=3, dim=4), sampler=PriorSampler("uniform"), z_dim=3, schedule_steps=10)
+                         MnistEncoder(z_dim=3, dim=4), prior=PriorSampler("uniform"), z_dim=3, schedule_steps=10)
 
 
 class _Trainer:

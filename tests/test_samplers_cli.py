@@ -118,7 +118,7 @@ def test_run_handle_builds_samplers_as_the_cli_does(tmp_path):  # noqa: ANN001
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="train", overrides=[
             "dataset=ring", "max_g_steps=10", "dataset.n_samples=1000", "dataset.batch_size=100", "evaluator=none",
-            "sampler.distribution=uniform", "+sampler.low=-1.0", "+sampler.high=1.0",
+            "prior=uniform",
             "model.generator.hidden=16", "model.discriminator.hidden=16", "~callbacks.progress_bar"])
     run(cfg, tmp_path)
     handle = gancollapse.load(tmp_path)

@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from gancollapse.build import build_datamodule, build_module, find_checkpoint
+from gancollapse.build import LEGACY_PRIOR_KEYS, build_datamodule, build_module, find_checkpoint, prior_config
 from gancollapse.models.gan import GANModule
 from gancollapse.paths import CONF_DIR
 from gancollapse.runio import check_targets, load_checkpoint
@@ -60,7 +60,7 @@ class RunHandle:
         fitted (``fit``) as ``python -m gancollapse.sample`` fits it: D's calibrator on ``n_calibration``
         held-out real samples (:func:`held_out_real`) and as many generated ones."""
         if sampler is None:
-            return self.module.sampler
+            return self.module.prior
         if isinstance(sampler, str):
             sampler = OmegaConf.load(Path(CONF_DIR) / "sampler" / f"{sampler}.yaml")
         built = instantiate(with_run_prior(OmegaConf.create(sampler), self.cfg))
@@ -83,16 +83,12 @@ class RunHandle:
             return self.module.generate(n, z=z, batch_size=batch_size)
 
 
-#: the keys of a sampler config that describe the prior
-PRIOR_KEYS = ("distribution", "low", "high")
-
-
 def with_run_prior(sampler_cfg: DictConfig, run_cfg: DictConfig) -> DictConfig:
-    """``sampler_cfg`` with the prior keys of the run's training sampler (a run trained on a uniform prior must be
-    sampled from it)."""
+    """``sampler_cfg`` with the run's training prior (``prior`` group; a run trained on a uniform prior must be
+    sampled from it): its distribution keys replace the sampler's."""
     out = OmegaConf.create(OmegaConf.to_container(sampler_cfg))
-    run_prior = run_cfg.get("sampler") or {}
-    for key in PRIOR_KEYS:
+    run_prior = prior_config(run_cfg)
+    for key in LEGACY_PRIOR_KEYS:
         if key in run_prior:
             out[key] = run_prior[key]
     return out

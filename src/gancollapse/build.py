@@ -53,8 +53,23 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     return instantiate_checked(dataset_kwargs(cfg))
 
 
+#: the keys of a sampler node that describe the prior, in runs saved before the ``prior`` group
+LEGACY_PRIOR_KEYS = ("distribution", "low", "high")
+
+
+def prior_config(cfg: DictConfig) -> DictConfig:
+    """The run's ``prior`` node; runs saved before the ``prior`` group kept it in ``sampler`` (its distribution
+    keys), which training used only to draw z."""
+    if cfg.get("prior"):
+        return cfg.prior
+    legacy = cfg.get("sampler") or {}
+    node = {"_target_": "gancollapse.samplers.prior.PriorSampler"}
+    node.update({k: legacy[k] for k in LEGACY_PRIOR_KEYS if k in legacy})
+    return OmegaConf.create(node)
+
+
 def build_module(cfg: DictConfig) -> GANModule:
-    """Instantiate nets, objective, regularizers, sampler and the LightningModule that composes them.
+    """Instantiate nets, objective, regularizers, prior and the LightningModule that composes them.
 
     A module class with a ``from_config(cfg)`` classmethod builds itself from the whole config instead (models
     whose networks come from their own keys, e.g. MBRCE-AAE/ALAE)."""
@@ -74,7 +89,7 @@ def build_module(cfg: DictConfig) -> GANModule:
         **nets,
         objective=instantiate_checked(cfg.loss),
         regularizers=regularizers,
-        sampler=instantiate_checked(cfg.sampler),
+        prior=instantiate_checked(prior_config(cfg)),
         optim=optim,
         z_dim=cfg.z_dim,
         **extra,

@@ -236,7 +236,9 @@ class RunGuard(Checkpoint):
 
 class RunSummary:
     """Writes ``summary.json`` (atomically): one flat dict of the run's identity, status, step counts, wall
-    time, skipped non-finite steps and the latest evaluation metrics."""
+    time, skipped non-finite steps and the latest evaluation metrics, and ``applied``: what the step really used
+    (loss, regularizers with their weights, prior, optimizers, n_critic), read from the module's objects. The
+    row labels ``loss``, ``regularizers``, ``prior`` and ``n_critic`` come from ``applied``, not the config."""
 
     def __init__(self, run_dir: Path, cfg: DictConfig | None = None) -> None:
         self.run_dir = Path(run_dir)
@@ -255,22 +257,35 @@ class RunSummary:
                 "nonfinite_skips": sum(pl_module.nonfinite_skips.values()),
                 **{k: _clean(v) for k, v in pl_module.latest_eval.items()},
             })
+            if callable(getattr(pl_module, "applied", None)):
+                applied = pl_module.applied()
+                summary.update(applied_labels(applied))
+                summary["applied"] = applied
         summary.update(extra)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=False))
         return summary
 
 
+def applied_labels(applied: dict[str, Any]) -> dict[str, Any]:
+    """The leaderboard's label columns of a run, from its applied record."""
+    regs = applied.get("regularizers") or {}
+    return {"model_type": applied.get("model"), "loss": applied.get("loss"),
+            "regularizers": "+".join(regs) if regs else "none", "prior": applied.get("prior"),
+            "n_critic": applied.get("n_critic")}
+
+
 def describe_run(cfg: DictConfig) -> dict[str, Any]:
-    """The sweep-relevant identity of a run, from its config."""
+    """The identity of a run from its config: dataset, model choice, seed, and the loss and regularizers it asked
+    for. A finished run's summary replaces the labels by what it applied (:func:`applied_labels`); since every
+    choice a model would not apply is refused at start-up, the two agree for any run that started."""
     regs = list((cfg.get("regularizer") or {}).keys())
     choices = cfg.get("choices") or {}
+    loss = choices.get("loss") or str(OmegaConf.select(cfg, "loss._target_", default="?")).rsplit(".", 1)[-1]
     return {
         "dataset": choices.get("dataset") or OmegaConf.select(cfg, "dataset.name", default="?"),
         "model": choices.get("model", "?"),
-        "loss": choices.get("loss") or str(OmegaConf.select(cfg, "loss._target_", default="?")).rsplit(".", 1)[-1],
+        "loss": loss,
         "regularizers": "+".join(regs) if regs else "none",
-        "sampler": choices.get("sampler", "prior"),
         "seed": cfg.get("seed"),
-        "n_critic": cfg.get("n_critic"),
     }

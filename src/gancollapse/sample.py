@@ -190,10 +190,11 @@ def sample_run(run_dir: Path | str, opts: DictConfig | dict, sampler_over: DictC
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     metrics = evaluate(handle, datamodule, x, z)
-    from gancollapse.callbacks import describe_run
+    from gancollapse.callbacks import applied_labels, describe_run
 
     summary: dict[str, Any] = {
         **describe_run(handle.cfg),
+        **applied_labels(handle.module.applied()),
         "sampler": label,
         "sampler_overrides": ",".join(f"{k}={v}" for k, v in OmegaConf.to_container(OmegaConf.create(sampler_over or {})).items()),
         "tag": opts.tag,

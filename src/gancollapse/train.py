@@ -18,7 +18,7 @@ import socket
 import sys
 import urllib.error
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from gancollapse.callbacks import (
     can_handle_signals,
     stop_before_training,
 )
+from gancollapse.models.contract import check_config
 from gancollapse.paths import CONF_DIR
 from gancollapse.runio import (
     LAST,
@@ -97,7 +98,8 @@ EXIT_DIVERGED = 3
 
 
 def validate(cfg: DictConfig) -> None:
-    """Fail fast, naming the key, on values no run can use. Component constructors check their own."""
+    """Fail fast, naming the key, on values no run can use and on choices the model would not apply
+    (:func:`gancollapse.models.contract.check_config`). Component constructors check their own."""
     for key in ("n_critic", "z_dim", "log_every_n_steps", "ckpt_every_n_steps"):
         val = cfg.get(key)
         if val is not None and int(val) < 1:
@@ -126,6 +128,27 @@ def validate(cfg: DictConfig) -> None:
         raise RunError(f"{asked} asks for GPUs but this machine has none",
                        "add trainer.accelerator=cpu (DDP on CPU processes: trainer=ddp trainer.accelerator=cpu "
                        "trainer.devices=2)")
+    check_config(cfg)
+
+
+def without_orphans(cfg: DictConfig) -> DictConfig:
+    """``cfg`` without the settings an experiment gave a component that was then switched off: with
+    ``evaluator=none`` (or ``callbacks.<name>=null`` / ``~callbacks.<name>``) the experiment's ``evaluator:``
+    (``callbacks.<name>:``) keys survive composition as a node without ``_target_``, which is nothing to build
+    and nothing the run did, so it is dropped before it reaches Lightning or the run's config.yaml."""
+    orphans = []
+    if cfg.get("evaluator") and "_target_" not in cfg.evaluator:
+        orphans.append(("evaluator", None))
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if isinstance(node, DictConfig) and "_target_" not in node:
+            orphans.append((f"callbacks.{name}", None))
+    if not orphans:
+        return cfg
+    out = copy.deepcopy(cfg)
+    with open_dict(out):
+        for key, value in orphans:
+            OmegaConf.update(out, key, value, merge=False)
+    return out
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path, module: L.LightningModule) -> list[L.Callback]:
@@ -137,7 +160,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, module: L.LightningModule) -
                          "config group (conf/evaluator/). Move the overrides to evaluator.<key> (e.g. "
                          "evaluator.every_n_steps=500, evaluator.monitor=null); evaluator=none turns it off")
     callbacks: list[L.Callback] = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    evaluator = cfg.get("evaluator") or None  # evaluator=none composes to an empty node
+    evaluator = cfg.get("evaluator") or None  # evaluator=none composes to an empty node (see without_orphans)
     if evaluator is not None:
         callbacks.append(instantiate(evaluator))
     ckpt_dir = run_dir / "checkpoints"
@@ -224,22 +247,30 @@ def is_global_zero_process() -> bool:
     return all(int(os.environ.get(k, 0) or 0) == 0 for k in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"))
 
 
-def run(cfg: DictConfig, run_dir: Path | str) -> dict[str, Any]:
+def run(cfg: DictConfig, run_dir: Path | str, on_start: Callable[[], None] | None = None) -> dict[str, Any]:
     """Train one run into ``run_dir``; returns the summary dict. Usable without Hydra's main (tests).
 
-    Holds ``<run_dir>/.lock`` throughout. A stop signal or divergence ends the run early with its status in
-    the summary (``interrupted: SIGTERM``, ``diverged``; :attr:`RunGuard.stopped` has the exit code); a stop
-    before the first step raises :class:`StopTraining`. Known failures raise :class:`RunError` (or ValueError /
+    A refused start writes nothing: the config checks (:func:`validate`, every choice applied or refused), the
+    run lock and the resume check run before any file of the run is created or changed; ``on_start`` is called
+    once they pass (Hydra's main writes ``.hydra/`` and the log's first line there). Holds ``<run_dir>/.lock``
+    throughout. A stop signal or divergence ends the run early with its status in the summary
+    (``interrupted: SIGTERM``, ``diverged``; :attr:`RunGuard.stopped` has the exit code); a stop before the first
+    step raises :class:`StopTraining`. Later known failures raise :class:`RunError` (or ValueError /
     FileNotFoundError naming the key) before anything on disk is replaced.
     """
+    cfg = without_orphans(cfg)
+    validate(cfg)
     run_dir = Path(run_dir)
     check_writable(run_dir, run_dir / "checkpoints")
     rank0 = is_global_zero_process()
     with RunLock(run_dir) if rank0 else contextlib.nullcontext(), signals_stop_at_once():
+        resume = resume_checkpoint(cfg, run_dir)
+        if on_start is not None:
+            on_start()
         if rank0:
             clean_stale_temps(run_dir, run_dir / "checkpoints")
         try:
-            return _run(cfg, run_dir, rank0)
+            return _run(cfg, run_dir, rank0, resume)
         except (RunError, ValueError, FileNotFoundError) as err:
             if rank0 and not (run_dir / "summary.json").is_file():  # a fresh run that failed: the report lists it
                 with contextlib.suppress(Exception):
@@ -260,9 +291,7 @@ def signals_stop_at_once() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _run(cfg: DictConfig, run_dir: Path, rank0: bool) -> dict[str, Any]:
-    validate(cfg)
-    resume = resume_checkpoint(cfg, run_dir)
+def _run(cfg: DictConfig, run_dir: Path, rank0: bool, resume: Path | None) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg)
@@ -335,6 +364,23 @@ def with_run_length(cfg: DictConfig) -> DictConfig:
     return out
 
 
+#: the metrics a run's closing printout shows first (image and mode-counted runs), then the namespaced ones
+HEADLINE_METRICS = ("fid", "kid", "modes", "kl_uniform", "is", "precision", "recall", "density", "coverage")
+#: namespaced metrics that are bookkeeping, not results
+_BOOKKEEPING = ("/seconds", "/g_step", "_step", "/lod")
+
+
+def is_headline_metric(key: str, value: Any) -> bool:
+    """A result worth the closing printout: a headline image metric (FID, KID, modes, KL, ...; any suffixed
+    per-sampler variant) or a namespaced metric (toy/modes, recon/psnr, best/fid), not a timing or step."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    base = key.split("@", 1)[0]
+    if base in HEADLINE_METRICS or base.rsplit("_", 1)[0] in HEADLINE_METRICS:
+        return True
+    return "/" in key and not key.endswith(_BOOKKEEPING)
+
+
 def closing_lines(run_dir: Path, summary: dict[str, Any]) -> list[str]:
     """What a finished (or stopped) run prints: where its outputs are and its headline numbers."""
     status = summary.get("status", "finished")
@@ -348,7 +394,7 @@ def closing_lines(run_dir: Path, summary: dict[str, Any]) -> list[str]:
     if (run_dir / "samples").is_dir():
         lines.append(f"  {'samples:':<12} {run_dir / 'samples'}")
     lines.append(f"  {'report:':<12} python -m gancollapse.report {run_dir}")
-    shown = {k: v for k, v in summary.items() if "/" in k}
+    shown = {k: v for k, v in summary.items() if is_headline_metric(k, v)}
     if shown:
         lines.append("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
     lines.append(f"  {status}: g_steps={summary.get('g_steps')}, nonfinite_skips={summary.get('nonfinite_skips')}")
@@ -384,6 +430,17 @@ def main() -> float | None:
     return hydra_main()
 
 
+def write_hydra_record(run_dir: Path, cfg: DictConfig, hc: DictConfig) -> None:
+    """``<run>/.hydra/{config,hydra,overrides}.yaml`` as Hydra writes them (conf/train.yaml sets
+    ``hydra.output_subdir: null`` so Hydra does not, before our start checks): written only once a start is
+    accepted, so a refused resume or a second process refused by the run lock leaves the run's record as it was."""
+    out = run_dir / ".hydra"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg))
+    atomic_write_text(out / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})))
+    atomic_write_text(out / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(hc.overrides.task))))
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
     # A job started in the background inherits SIGINT=ignored; Ctrl-C / kill -INT must still stop it cleanly.
@@ -392,15 +449,23 @@ def hydra_main(cfg: DictConfig) -> float | None:
     with open_dict(cfg):
         cfg.choices = {k: resolve_default_choice(k, v) for k, v in hc.runtime.choices.items() if not k.startswith("hydra")}
     run_dir = Path(hc.runtime.output_dir)
-    if is_global_zero_process():
-        record.info("run %s: %s", run_dir, " ".join(hc.overrides.task) or "(no overrides)")
+
+    def on_start() -> None:  # the start checks passed: from here on the run's files are its own
+        if is_global_zero_process():
+            write_hydra_record(run_dir, cfg, hc)
+            record.info("run %s: %s", run_dir, " ".join(hc.overrides.task) or "(no overrides)")
+
     with one_line_errors():
         try:
-            summary = run(cfg, run_dir)
+            summary = run(cfg, run_dir, on_start=on_start)
         except StopTraining as stop:  # a stop that saved nothing: the checkpoint on disk is the newest state
             print(f"{stop.message[:1].upper()}{stop.message[1:]}. Rerun with hydra.run.dir={run_dir} to resume.",
                   file=sys.stderr, flush=True)
             sys.exit(stop.exit_code)
+        except (RunError, ValueError, FileNotFoundError):
+            with contextlib.suppress(OSError):  # a refused fresh start leaves no directory behind (Hydra made it)
+                run_dir.rmdir()
+            raise
     status = summary.get("status", "finished")
     if summary:
         lines = closing_lines(run_dir, summary)

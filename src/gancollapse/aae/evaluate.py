@@ -101,8 +101,8 @@ class AAEEvaluator(ImageEvaluator):
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.datamodule = datamodule
         gen = torch.Generator().manual_seed(self.seed)
-        self.eval_z = pl_module.sampler.prior(self.n_samples, pl_module.z_dim, "cpu", gen)
-        self.grid_z = pl_module.sampler.prior(max(self.grid_size, 1), pl_module.z_dim, "cpu", gen)
+        self.eval_z = pl_module.sample_z(self.n_samples, "cpu", gen)
+        self.grid_z = pl_module.sample_z(max(self.grid_size, 1), "cpu", gen)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.attach(pl_module, trainer.datamodule, Path(trainer.default_root_dir))

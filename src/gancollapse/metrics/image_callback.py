@@ -141,8 +141,8 @@ class ImageEvaluator(Evaluator):
     def _draw_latents(self, pl_module: L.LightningModule) -> None:
         """The fixed evaluation and grid latents (seeded; the grid's follow the evaluation's)."""
         gen = torch.Generator().manual_seed(self.seed)
-        self.eval_z = pl_module.sampler.prior(self.n_samples, pl_module.z_dim, "cpu", gen)
-        self.grid_z = pl_module.sampler.prior(max(self.grid_size, 1), pl_module.z_dim, "cpu", gen)
+        self.eval_z = pl_module.sample_z(self.n_samples, "cpu", gen)
+        self.grid_z = pl_module.sample_z(max(self.grid_size, 1), "cpu", gen)
 
     def _settle_sizes(self, device: str | torch.device) -> None:
         """Decide the ``auto`` sizes from the device the module evaluates on (once) and announce them."""

@@ -239,7 +239,7 @@ class CollapseObservatory(L.Callback):
         # Spectrum of the training losses on a fixed batch.
         if self.nets and real is not None:
             batch = real[: self.hessian_batch]
-            z = pl_module.sampler.prior(batch.shape[0], pl_module.z_dim, "cpu", gen).to(device)
+            z = pl_module.sample_z(batch.shape[0], "cpu", gen).to(device)
             losses = pl_module.hessian_losses(batch, z) if hasattr(pl_module, "hessian_losses") else objective_losses(pl_module, batch, z)
             for name in self.nets:
                 loss, params = losses[name]
@@ -249,7 +249,7 @@ class CollapseObservatory(L.Callback):
                 metrics[f"observatory/{name}_grad_norm"] = float(grad.norm())
             del losses
         # Spread of samples and of D codes, relative to real data.
-        z = pl_module.sampler.prior(self.n_spread, pl_module.z_dim, "cpu", gen).to(device)
+        z = pl_module.sample_z(self.n_spread, "cpu", gen).to(device)
         fake = pl_module.generate(self.n_spread, z=z)
         self.last_samples = (fake[:64] if fake.dim() == 4 else fake[:1000]).detach().cpu()
         metrics["observatory/spread"] = mean_nn_distance(fake)
@@ -270,13 +270,13 @@ class CollapseObservatory(L.Callback):
         # Toy mixtures: mode coverage.
         if self.toy:
             dm = pl_module.trainer.datamodule
-            pts = pl_module.generate(self.toy_samples, z=pl_module.sampler.prior(self.toy_samples, pl_module.z_dim, "cpu", gen)).cpu()
+            pts = pl_module.generate(self.toy_samples, z=pl_module.sample_z(self.toy_samples, "cpu", gen)).cpu()
             metrics.update(mode_stats(pts, dm.centers, dm.std).as_dict("observatory/toy_"))
             self.last_hist, _ = mode_histogram(pts, dm.centers, dm.std)
         # Images with a classifier: class histogram and IS.
         elif self.classifier is not None and fake.dim() == 4:
             cfg = getattr(self.classifier, "config", {})
-            zc = pl_module.sampler.prior(self.n_classify, pl_module.z_dim, "cpu", gen).to(device)
+            zc = pl_module.sample_z(self.n_classify, "cpu", gen).to(device)
             imgs = _fit_images(pl_module.generate(self.n_classify, z=zc), cfg.get("img_size", fake.shape[-1]),
                                cfg.get("channels", fake.shape[1]))
             clf = self.classifier.to(device)

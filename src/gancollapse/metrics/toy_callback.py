@@ -40,8 +40,8 @@ class ToyEvaluator(Evaluator):
         dm = self.datamodule
         self.real = dm.sample(self.n_plot, seed=self.seed)
         gen = torch.Generator().manual_seed(self.seed)
-        self.fixed_z = pl_module.sampler.prior(self.n_plot, pl_module.z_dim, "cpu", gen)
-        self.eval_z = pl_module.sampler.prior(self.n_samples, pl_module.z_dim, "cpu", gen)
+        self.fixed_z = pl_module.sample_z(self.n_plot, "cpu", gen)
+        self.eval_z = pl_module.sample_z(self.n_samples, "cpu", gen)
 
     def compute(self, pl_module: L.LightningModule) -> dict[str, float]:
         dm = self.datamodule

@@ -8,12 +8,14 @@ lives in :mod:`gancollapse.losses` and :mod:`gancollapse.regularizers`; this cla
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from gancollapse.losses import Objective
+from gancollapse.models.contract import REGULARIZER_HOOKS, ConfigUse, constructor_params
 from gancollapse.models.phased import PhaseBatch, PhasedModule
 from gancollapse.regularizers.base import Regularizer, Step
 from gancollapse.samplers.prior import PriorSampler
@@ -30,7 +32,7 @@ class GANModule(PhasedModule):
         generator / discriminator: the nets (already instantiated).
         objective: an :class:`~gancollapse.losses.Objective`.
         regularizers: named :class:`~gancollapse.regularizers.base.Regularizer` s, stacked.
-        sampler: latent sampler; its ``prior`` draws z during training.
+        prior: the latent prior p0(z) of training and evaluation (``prior`` config group).
         optim: config with one partial optimizer per entry of :attr:`optimizer_names` (``generator``,
             ``discriminator``) and an optional ``scheduler`` partial (stepped once per epoch).
         z_dim: latent dimension.
@@ -50,6 +52,8 @@ class GANModule(PhasedModule):
     optimizer_names = ("generator", "discriminator")
     phase_optimizers = {"d": "discriminator", "g": "generator"}
     log_phase = "d"
+    config_use = ConfigUse("GAN", hooks=frozenset(REGULARIZER_HOOKS) - {"g_discriminator"},
+                           keys=frozenset({"n_critic", "g_reuse_z", "accumulate_grad_batches", "compile", "channels_last"}))
 
     def __init__(
         self,
@@ -57,7 +61,7 @@ class GANModule(PhasedModule):
         discriminator: nn.Module,
         objective: Objective,
         regularizers: Mapping[str, Regularizer] | None = None,
-        sampler: PriorSampler | None = None,
+        prior: PriorSampler | None = None,
         optim: DictConfig | Mapping | None = None,
         z_dim: int = 32,
         n_critic: int = 1,
@@ -79,7 +83,7 @@ class GANModule(PhasedModule):
         self.regularizers = nn.ModuleDict(dict(regularizers or {}))
         for reg in self.regularizers.values():
             reg.apply_to_nets(self.generator, self.discriminator)
-        self.sampler = sampler or PriorSampler()
+        self.prior = prior or PriorSampler()
         self.z_dim, self.n_critic, self.g_reuse_z = int(z_dim), int(n_critic), bool(g_reuse_z)
         if channels_last:
             self.use_channels_last(self.generator, self.discriminator)
@@ -91,10 +95,16 @@ class GANModule(PhasedModule):
         # One D forward on cat(real, fake) halves kernel launches; only valid without batch-coupling layers.
         self.concat_d = not _has_batch_coupling(self.discriminator)
 
-    # ------------------------------------------------------------------ sampling
-    def sample_z(self, n: int) -> Tensor:
-        return self.sampler.prior(n, self.z_dim, self.device)
+    # ------------------------------------------------------------------ the applied record
+    def applied_regularizers(self) -> dict[str, dict[str, Any]]:
+        return {name: {"type": type(reg).__name__, **constructor_params(reg)} for name, reg in self.regularizers.items()}
 
+    def applied(self) -> dict[str, Any]:
+        return {"model": self.config_use.name, "loss": self.objective.describe(),
+                "regularizers": self.applied_regularizers(), "prior": self.prior.describe(),
+                "optimizers": self.applied_optimizers(), "n_critic": self.n_critic, "g_reuse_z": self.g_reuse_z}
+
+    # ------------------------------------------------------------------ sampling
     @torch.no_grad()
     def generate(self, n: int, z: Tensor | None = None, batch_size: int = 10_000) -> Tensor:
         """G(z) for n prior samples (or the given z), in eval mode, in chunks."""
@@ -154,17 +164,23 @@ class GANModule(PhasedModule):
             d_fake = self.discriminator(fake)
             step = Step("g", pb.real, fake, z, None, d_fake, self.generator, self.discriminator, self.g_steps,
                         self.current_epoch)
-            idx = None
-            for reg in self.regularizers.values():
-                sel = reg.filter_fake(d_fake, step)
-                if sel is not None:
-                    idx = sel if idx is None else idx[torch.isin(idx, sel)]
+            idx = self.select_fake(d_fake, step)
             loss = self.objective.g_loss(d_fake if idx is None else d_fake[idx])
             terms = self._regularize(step)
         finally:
             self.discriminator.requires_grad_(True)
         total = loss + sum(terms.values()) if terms else loss
         return {"loss": total, "g_loss": loss, **terms, "g_total": total}
+
+    def select_fake(self, d_fake: Tensor, step: Step) -> Tensor | None:
+        """Indices of the fakes G's loss uses: the intersection of every regularizer's ``filter_fake`` (top-k);
+        None: all of them."""
+        idx = None
+        for reg in self.regularizers.values():
+            sel = reg.filter_fake(d_fake, step)
+            if sel is not None:
+                idx = sel if idx is None else idx[torch.isin(idx, sel)]
+        return idx
 
     def _regularize(self, step: Step) -> dict[str, Tensor]:
         terms: dict[str, Tensor] = {}

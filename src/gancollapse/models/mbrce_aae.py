@@ -56,7 +56,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from gancollapse.aae.alae import ALAE, alae_channels, set_learning_rate, synthesize
@@ -64,10 +64,12 @@ from gancollapse.aae.checkpoints import LodCheckpoint
 from gancollapse.aae.ema import ema_beta
 from gancollapse.aae.lod import LodSchedule, blend_real_images, lod_of
 from gancollapse.aae.renyi import ESTIMATORS, KERNELS, renyi_divergence
-from gancollapse.build import build_datamodule, instantiate_checked
+from gancollapse.build import build_datamodule, instantiate_checked, prior_config
 from gancollapse.callbacks import MaxGSteps
+from gancollapse.models.contract import ConfigUse
 from gancollapse.models.distgan import frozen
 from gancollapse.models.phased import PhaseBatch, PhasedModule, _as_batch, _inner
+from gancollapse.runio import RunError
 from gancollapse.samplers.prior import PriorSampler
 
 log = logging.getLogger("gancollapse")
@@ -199,6 +201,14 @@ class MBRCEAAEModule(PhasedModule):
     #: phases that step several optimizers at once (ALAE's autoencoding step)
     joint_phases: Mapping[str, tuple[str, ...]] = {"ae": ("e", "g")}
     log_phase = "g"
+    #: R1 on real images is the encoder step's own term (``r1_gamma``); no other regularizer hook is called
+    R1_TARGET = "gancollapse.regularizers.r1.R1"
+    config_use = ConfigUse("MBRCE-AAE/ALAE", nets=(), losses=(),
+                           loss_hint="its latent loss is model.module.estimator (cs2, jr2, spectral, logistic = "
+                                     "ALAE): use loss=none (the mbrce_aae_* / alae_* experiments set it)",
+                           hooks=frozenset(), mapped={R1_TARGET: "model.module.r1_gamma"}, keys=frozenset(),
+                           samplers=False)
+    optim_keys_refused = {"lr": "MBRCE-AAE/ALAE sets the learning rate per lod from model.module.learning_rates"}
 
     def __init__(self, image_size: int, image_channels: int = 3, latent_dim: int = 512, mapping_layers: int = 8,
                  channels: Sequence[int] | None = None, start_channels: int = 64, max_channels: int = 512,
@@ -210,7 +220,8 @@ class MBRCEAAEModule(PhasedModule):
                  ema_half_life: float = 10_000.0, adam_betas: Sequence[float] = (0.0, 0.99),
                  adam_eps: float = 1e-8, truncation_psi: float | None = 0.7, truncation_cutoff: int = 8,
                  eval_ema: bool = True, optim: DictConfig | Mapping | None = None, log_every_n_steps: int = 50,
-                 skip_nonfinite: bool = True, accumulate_grad_batches: int = 1) -> None:
+                 skip_nonfinite: bool = True, accumulate_grad_batches: int = 1,
+                 prior: PriorSampler | None = None) -> None:
         super().__init__()
         if int(accumulate_grad_batches) != 1:
             raise ValueError("accumulate_grad_batches must be 1 for MBRCE-AAE/ALAE: the lod schedule counts one "
@@ -268,7 +279,7 @@ class MBRCEAAEModule(PhasedModule):
                          d_layers=int(d_layers))
         self.ema = self.alae.make_ema()
         self.z_dim, self.latent_dim, self.channels = int(latent_dim), int(latent_dim), channels
-        self.sampler = PriorSampler()
+        self.prior = prior or PriorSampler()
         self.estimator, self.alpha, self.kernel = estimator, alpha, kernel
         self.sigma2 = None if sigma2 is None else float(sigma2)
         self.spectral_eps, self.lambda_div, self.r1_gamma = float(spectral_eps), float(lambda_div), float(r1_gamma)
@@ -309,7 +320,45 @@ class MBRCEAAEModule(PhasedModule):
                 sizes["image_channels"] = int(dm.channels)
         optim = {k: instantiate(v) for k, v in (cfg.get("optim") or {}).items() if v is not None}
         extra = {k: cfg[k] for k in ("log_every_n_steps", "skip_nonfinite", "accumulate_grad_batches") if k in cfg}
-        return instantiate_checked(node, optim=optim, **sizes, **extra, _recursive_=False)
+        r1 = cls.r1_regularizer(cfg)
+        if r1 is not None:  # regularizer=r1 is this model's R1 term
+            sizes["r1_gamma"] = float(r1.get("gamma", 10.0))
+        return instantiate_checked(node, optim=optim, prior=instantiate_checked(prior_config(cfg)), **sizes, **extra,
+                                   _recursive_=False)
+
+    @classmethod
+    def r1_regularizer(cls, cfg: DictConfig) -> DictConfig | None:
+        """The ``regularizer`` entry that is R1, if any."""
+        return next((node for node in (cfg.get("regularizer") or {}).values()
+                     if node is not None and node.get("_target_") == cls.R1_TARGET), None)
+
+    @classmethod
+    def check_config_extra(cls, cfg: DictConfig) -> None:
+        """``regularizer=r1`` becomes ``model.module.r1_gamma``: refuse what that cannot express."""
+        r1 = cls.r1_regularizer(cfg)
+        if r1 is None:
+            return
+        if int(r1.get("every", 1)) != 1:
+            raise RunError(f"regularizer.r1.every={r1.every}: MBRCE-AAE/ALAE applies R1 at every encoder step "
+                           "(model.module.r1_gamma)", "drop the override (every=1)")
+        own = float(OmegaConf.select(cfg, "model.module.r1_gamma", default=0.0) or 0.0)
+        gamma = float(r1.get("gamma", 10.0))
+        if own > 0 and own != gamma:
+            raise RunError(f"regularizer.r1.gamma={gamma:g} and model.module.r1_gamma={own:g} both set R1's weight",
+                           "keep one of them (regularizer=r1 sets model.module.r1_gamma)")
+
+    def applied(self) -> dict[str, Any]:
+        alae = self.estimator == "logistic"
+        optimizers = self.applied_optimizers()
+        for record in optimizers.values():  # the lr of the record is the last stage's; the schedule sets it per lod
+            record["lr"] = list(self.learning_rates)
+        loss = "alae[logistic]" if alae else f"mbrce[{self.estimator}, alpha={self.alpha:g}, {self.kernel}]"
+        return {"model": "ALAE" if alae else "MBRCE-AAE", "loss": loss,
+                "regularizers": {"r1": {"type": "R1", "gamma": self.r1_gamma}} if self.r1_gamma > 0 else {},
+                "prior": self.prior.describe(), "optimizers": optimizers, "n_critic": 1,
+                "module": {"lambda_div": self.lambda_div, "sigma2": self.sigma2, "style_mixing_prob":
+                           self.style_mixing_prob, "epochs_per_lod": list(self.epochs_per_lod),
+                           "batch_sizes": list(self.batch_sizes), "ema_half_life": self.ema_half_life}}
 
     # ------------------------------------------------------------------ schedule
     def configure_schedule(self, dataset_size: int, world_size: int = 1) -> LodSchedule:
@@ -407,9 +456,6 @@ class MBRCEAAEModule(PhasedModule):
             self.ema.update(self.alae.ema_modules(), beta)
 
     # ------------------------------------------------------------------ phases
-    def sample_z(self, n: int) -> Tensor:
-        return self.sampler.prior(n, self.z_dim, self.device)
-
     def phases(self) -> list[str]:
         return ["e", "g", "ae"]
 

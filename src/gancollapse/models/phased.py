@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -29,7 +29,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from gancollapse.models.contract import ConfigUse, describe_optimizer
 from gancollapse.optim.nudged_adam import NudgedAdam
+from gancollapse.samplers.prior import PriorSampler
 
 
 def _as_batch(batch: Any) -> Tensor:
@@ -130,6 +132,12 @@ class PhasedModule(L.LightningModule):
     channels_last: bool = False
     #: start a new CUDA-graph generation before each phase (nets compiled with ``mode="reduce-overhead"``).
     cudagraph_steps: bool = False
+    #: what the step reads from the run config (:func:`gancollapse.models.contract.check_config` refuses the rest)
+    config_use: ClassVar[ConfigUse]
+    #: ``optim.<name>.<arg>`` keys the model sets itself, with why (refused at start-up)
+    optim_keys_refused: ClassVar[Mapping[str, str]] = {}
+    #: the latent prior p0(z) of training and evaluation (``prior`` config group)
+    prior: PriorSampler
 
     def init_skeleton(self, optim: DictConfig | Mapping | None, log_every_n_steps: int, skip_nonfinite: bool,
                       accumulate_grad_batches: int) -> None:
@@ -152,7 +160,26 @@ class PhasedModule(L.LightningModule):
         self._pending_logs: dict[str, Tensor] = {}
         self.nudge_metrics: dict[str, float] = {}
 
-    def sample_z(self, n: int) -> Tensor:
+    @classmethod
+    def check_config_extra(cls, cfg: DictConfig) -> None:
+        """Model-specific refusals beyond :attr:`config_use` (raise RunError naming the key)."""
+
+    def sample_z(self, n: int, device: torch.device | str | None = None,
+                 generator: torch.Generator | None = None) -> Tensor:
+        """n draws of the training prior (on ``device``, default the module's; from ``generator`` if given)."""
+        return self.prior.prior(n, self.z_dim, self.device if device is None else device, generator)
+
+    # ------------------------------------------------------------------ the applied record
+    def applied_optimizers(self) -> dict[str, Any]:
+        """Each optimizer as it steps: type and hyperparameters read from the optimizer objects."""
+        if self._trainer is not None and self.trainer.optimizers:
+            opts = list(self.trainer.optimizers)
+        else:
+            opts = list(getattr(self, "_standalone_opts", None) or [])
+        return {name: describe_optimizer(opt) for name, opt in zip(self.optimizer_names, opts, strict=False)}
+
+    def applied(self) -> dict[str, Any]:
+        """What the step used, read from the objects it called (``summary.json["applied"]``)."""
         raise NotImplementedError
 
     def use_channels_last(self, *nets: torch.nn.Module) -> None:

@@ -1,0 +1,246 @@
+"""What a model's training step uses from the run config, and what it applied.
+
+A run records what it did, not what it was asked. Every model class declares, in :class:`ConfigUse`, the parts
+of the composed config its step really reads: which losses, which regularizer hooks, which nets, which
+top-level keys, whether D-guided samplers can score it. :func:`check_config` refuses at start-up — one line
+naming the key and what the model accepts — any choice outside that declaration, so nothing the model ignores
+reaches ``config.yaml``'s run, ``summary.json`` or a leaderboard row. After training, ``summary.json["applied"]``
+is read from the objects the step called (:meth:`gancollapse.models.phased.PhasedModule.applied`), not copied
+from the config.
+
+A regularizer is accepted when every hook it overrides (:data:`REGULARIZER_HOOKS`) is one the model's step
+calls, or when the model maps it onto its own term (MBRCE-AAE's R1 is ``model.module.r1_gamma``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from gancollapse.regularizers.base import Regularizer
+from gancollapse.runio import RunError
+
+#: the hooks of :class:`~gancollapse.regularizers.base.Regularizer` a step may call
+REGULARIZER_HOOKS = ("d_terms", "g_terms", "apply_to_nets", "after_d_step", "filter_fake", "on_epoch_end",
+                     "g_discriminator")
+#: top-level keys that only some models' steps read; a model that does not read one refuses any value other
+#: than the default (:data:`TOP_LEVEL_DEFAULTS`), which stands for "not chosen"
+MODEL_KEYS = ("n_critic", "g_reuse_z", "accumulate_grad_batches", "compile", "channels_last", "ensemble")
+TOP_LEVEL_DEFAULTS: dict[str, Any] = {"n_critic": 1, "g_reuse_z": True, "accumulate_grad_batches": 1,
+                                      "compile": False, "channels_last": False, "ensemble": 1}
+
+
+@dataclass(frozen=True)
+class ConfigUse:
+    """The parts of a run config a model's training step reads.
+
+    Args:
+        name: the model's name in messages and in ``applied["model"]``.
+        nets: the ``model.<net>`` nodes it builds (besides ``model.module``).
+        losses: accepted ``loss._target_`` classes; ``None``: any GAN objective; ``()``: no loss node
+            (``loss=none``: the model's own latent loss).
+        loss_hint: what to choose instead, for the refusal line.
+        hooks: the regularizer hooks its step calls.
+        mapped: regularizer ``_target_`` → how the model applies it instead (its own term).
+        keys: which of :data:`MODEL_KEYS` it reads.
+        samplers: D-guided latent samplers can score it (it has a per-sample discriminator).
+    """
+
+    name: str
+    nets: tuple[str, ...] = ("generator", "discriminator")
+    losses: tuple[str, ...] | None = None
+    loss_hint: str = ""
+    hooks: frozenset[str] = frozenset(REGULARIZER_HOOKS)
+    mapped: Mapping[str, str] = field(default_factory=dict)
+    keys: frozenset[str] = frozenset(MODEL_KEYS)
+    samplers: bool = True
+
+
+def overridden_hooks(cls: type) -> set[str]:
+    """The :data:`REGULARIZER_HOOKS` a regularizer class overrides (what it needs a step to call)."""
+    return {h for h in REGULARIZER_HOOKS
+            if getattr(cls, h, None) is not None and getattr(cls, h) is not getattr(Regularizer, h, None)}
+
+
+def _choice(cfg: DictConfig, group: str) -> str | None:
+    return (cfg.get("choices") or {}).get(group)
+
+
+def _label(cfg: DictConfig, group: str, node: Any) -> str:
+    """``loss=hinge`` when Hydra's choice is known, else the node's class (``loss=HingeLoss``)."""
+    choice = _choice(cfg, group)
+    if choice:
+        return f"{group}={choice}"
+    target = str((node or {}).get("_target_", "")) if isinstance(node, (Mapping, DictConfig)) else ""
+    return f"{group}={target.rsplit('.', 1)[-1] or 'none'}"
+
+
+def module_class(cfg: DictConfig) -> type:
+    """The LightningModule class a config builds (``model.module._target_``, else the GAN)."""
+    node = OmegaConf.select(cfg, "model.module")
+    target = node.get("_target_") if node is not None else None
+    return get_class(target or "gancollapse.models.gan.GANModule")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Refuse (RunError, one line naming the key) every config choice the model's step would not apply."""
+    cls = module_class(cfg)
+    use: ConfigUse = cls.config_use
+    _check_loss(cfg, use)
+    _check_regularizers(cfg, use)
+    _check_nets(cfg, use)
+    _check_keys(cfg, use)
+    _check_optim(cfg, cls)
+    _check_samplers(cfg, use)
+    cls.check_config_extra(cfg)
+
+
+def _check_loss(cfg: DictConfig, use: ConfigUse) -> None:
+    node = cfg.get("loss") or None
+    target = str(node.get("_target_", "")) if node is not None else ""
+    if use.losses is None:
+        if not target:
+            raise RunError(f"loss=none: the {use.name} step needs a GAN objective",
+                           "choose one, e.g. loss=non_saturating (conf/loss/)")
+        return
+    if target in use.losses or (not use.losses and not target):
+        return
+    raise RunError(f"{_label(cfg, 'loss', node)}: {use.name} {'uses its own loss' if use.losses else 'has no GAN loss'}",
+                   use.loss_hint or "drop the override")
+
+
+def _check_regularizers(cfg: DictConfig, use: ConfigUse) -> None:
+    for name, node in (cfg.get("regularizer") or {}).items():
+        if node is None:
+            continue
+        target = str(node.get("_target_", ""))
+        if target in use.mapped:
+            continue
+        missing = overridden_hooks(get_class(target)) - use.hooks
+        if missing:
+            accepted = sorted(t.rsplit(".", 1)[-1] for t in use.mapped)
+            raise RunError(f"regularizer.{name} ({target.rsplit('.', 1)[-1]}) needs the {'/'.join(sorted(missing))} "
+                           f"hook, which the {use.name} step does not call",
+                           f"drop it{'; ' + use.name + ' applies ' + ', '.join(accepted) if accepted else ''}")
+
+
+def _check_nets(cfg: DictConfig, use: ConfigUse) -> None:
+    model = cfg.get("model") or {}
+    for key, node in model.items():
+        if key == "module" or not isinstance(node, DictConfig):
+            continue
+        if key not in use.nets:
+            nets = ", ".join(f"model.{n}" for n in use.nets) or "model.module only"
+            raise RunError(f"model.{key}: the {use.name} step builds {nets}; it would never train model.{key}",
+                           f"drop model.{key} (use an experiment per model when sweeping models)")
+
+
+def _check_keys(cfg: DictConfig, use: ConfigUse) -> None:
+    for key in MODEL_KEYS:
+        if key in use.keys or key not in cfg:
+            continue
+        value, default = cfg.get(key), TOP_LEVEL_DEFAULTS[key]
+        if value != default and value is not None:
+            raise RunError(f"{key}={value}: the {use.name} step does not use {key}",
+                           f"drop the override ({key}={str(default).lower()} is the default)")
+
+
+#: an optimizer argument and the words torch's own check uses for it ("Invalid learning rate: -1")
+OPTIMIZER_ARG_WORDS = {"lr": ("learning rate", "lr"), "betas": ("beta",), "eps": ("epsilon", "eps"),
+                       "weight_decay": ("weight_decay",), "momentum": ("momentum",), "alpha": ("alpha",)}
+
+
+def _check_optim(cfg: DictConfig, cls: type) -> None:
+    """Every ``optim.<name>`` is an optimizer the model steps (or ``scheduler``), and builds: torch's own
+    argument checks (lr ≥ 0, betas in [0, 1), eps ≥ 0) run here on a dummy parameter, before any file exists."""
+    names = tuple(cls.optimizer_names)
+    for key, node in (cfg.get("optim") or {}).items():
+        if node is None:
+            continue
+        if key == "scheduler":
+            continue
+        if key not in names:
+            raise RunError(f"optim.{key}: the {cls.config_use.name} step has no {key} optimizer",
+                           f"its optimizers are {', '.join(f'optim.{n}' for n in names)}")
+        for arg in cls.optim_keys_refused:
+            if arg in node:
+                raise RunError(f"optim.{key}.{arg}={node[arg]}: {cls.optim_keys_refused[arg]}",
+                               f"drop optim.{key}.{arg}")
+        try:
+            factory = instantiate(node)
+            factory([torch.zeros(1, requires_grad=True)]) if callable(factory) else None
+        except (ValueError, TypeError) as err:
+            cause = err.__cause__ if err.__cause__ is not None else err
+            message = " ".join(str(cause).split())
+            named = [k for k, words in OPTIMIZER_ARG_WORDS.items() if k in node and any(w in message for w in words)]
+            bad = ", ".join(f"optim.{key}.{k}={node[k]}" for k in named) or f"optim.{key}"
+            raise RunError(f"{bad}: {message}", "fix the value (see torch.optim's docs)") from err
+
+
+def _check_samplers(cfg: DictConfig, use: ConfigUse) -> None:
+    node = cfg.get("sampler") or {}
+    target = str(node.get("_target_", "gancollapse.samplers.prior.PriorSampler"))
+    listed = [str(s) for s in (OmegaConf.select(cfg, "evaluator.samplers") or [])]
+    if listed and not use.samplers and any(s != "prior" for s in listed):
+        raise RunError(f"evaluator.samplers={listed}: {use.name} has no per-sample discriminator for D-guided samplers",
+                       "use evaluator.samplers=[prior] or drop it")
+    if target.endswith("prior.PriorSampler"):
+        return
+    choice = _choice(cfg, "sampler") or target.rsplit(".", 1)[-1]
+    if choice not in listed:
+        raise RunError(f"sampler={choice}: training draws z from the prior ({_label(cfg, 'prior', cfg.get('prior'))}); "
+                       "samplers are post-hoc",
+                       f"score it at each evaluation with evaluator.samplers=[prior,{choice}], or after training with "
+                       f"python -m gancollapse.sample <run dir> sampler={choice}")
+
+
+# ---------------------------------------------------------------------------- the applied record
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        value = value.tolist() if value.numel() > 1 else value.item()
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value if isinstance(value, (bool, int, float, str, type(None))) else str(value)
+
+
+def constructor_params(obj: Any) -> dict[str, Any]:
+    """``{arg: obj.<arg>}`` for the constructor arguments ``obj`` keeps under the same name: what the object
+    was built with, read back from the object."""
+    out: dict[str, Any] = {}
+    for name in inspect.signature(type(obj).__init__).parameters:
+        if name in ("self", "args", "kwargs") or not hasattr(obj, name):
+            continue
+        value = getattr(obj, name)
+        if isinstance(value, (bool, int, float, str, tuple, list, type(None))) or (
+                isinstance(value, torch.Tensor) and value.numel() <= 8):
+            out[name] = _plain(value)
+    return out
+
+
+#: optimizer hyperparameters worth recording (those present in the param group)
+OPTIMIZER_KEYS = ("lr", "betas", "eps", "weight_decay", "momentum", "alpha", "centered", "amsgrad", "fused")
+
+
+def describe_optimizer(opt: Any) -> dict[str, Any]:
+    """Type and hyperparameters of an optimizer as it steps (its first param group, plus NudgedAdam's nudge)."""
+    inner = getattr(opt, "optimizer", opt)
+    group = inner.param_groups[0] if inner.param_groups else {}
+    out: dict[str, Any] = {"type": type(inner).__name__}
+    out.update({k: _plain(group[k]) for k in OPTIMIZER_KEYS if k in group and group[k] is not None})
+    nudge = {k: _plain(getattr(inner, k)) for k in ("k", "threshold", "every_n_steps", "project") if hasattr(inner, k)}
+    if nudge:
+        out["nudge"] = nudge
+    return out
+
+
+__all__ = ["ConfigUse", "MODEL_KEYS", "REGULARIZER_HOOKS", "TOP_LEVEL_DEFAULTS", "check_config",
+           "constructor_params", "describe_optimizer", "module_class", "overridden_hooks"]
