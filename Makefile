@@ -48,8 +48,9 @@ zoo: $(STAMP)
 # ---------------------------------------------------------------------------- Stacked Digits benchmark
 # Offline 1,000-mode collapse benchmark (gancollapse.benchmark; docs/RESULTS.md): 10 configurations x 3 seeds
 # (conf/experiment/benchmark/), prior/MH-GAN/DRS sampling on the baseline, leaderboard.md/.csv (mean +- std over
-# seeds) and modes_kl.png under $(BENCH_DIR). Sized for ~2 h on 2 CPU cores (BENCH_JOBS runs at a time, 1 thread
-# each). A rerun resumes finished/killed runs. BENCH_ARGS: extra flags, e.g. BENCH_ARGS="--seeds 0 -- max_g_steps=100".
+# seeds, 95% bootstrap intervals, Welch tests against ns) and modes_kl.png under $(BENCH_DIR). Sized for ~2 h on
+# 2 CPU cores (BENCH_JOBS runs at a time, 1 thread each). A rerun resumes finished/killed runs. BENCH_ARGS: extra
+# flags, e.g. BENCH_ARGS="--seeds 0 -- max_g_steps=100".
 BENCH_DIR ?= multirun/benchmark
 BENCH_JOBS ?= 2
 BENCH_ARGS ?=

@@ -7,8 +7,9 @@
 * :func:`train_commands` / :func:`sample_commands` / :func:`run_commands` — the sweep: every configuration of
   ``conf/experiment/benchmark/`` × seeds, as separate ``gancollapse.train`` processes (``jobs`` at a time, one
   torch thread each), then MH-GAN and DRS sampling (``gancollapse.sample``) on the baseline's checkpoints.
-* :func:`plot_modes_kl` — the bar chart of modes and KL (mean ± std over seeds) from the report's
-  ``leaderboard.csv`` (:mod:`gancollapse.report` does the seed aggregation).
+* :func:`plot_modes_kl` — the bar chart of modes and KL (mean over seeds, 95% bootstrap interval of the mean
+  as error bars, ``*`` where Welch's test against the baseline ``ns`` holds after Holm's adjustment) from the
+  report's ``leaderboard.csv`` (:mod:`gancollapse.report` does the seed aggregation and the statistics).
 
     python -m gancollapse.benchmark --out multirun/benchmark [--jobs 2] [--seeds 0,1,2] [--configs ns,hinge]
         [--skip-train] [--skip-sample] [-- <hydra overrides for every training run>]
@@ -189,22 +190,50 @@ def bar_labels(rows: Sequence[dict[str, Any]]) -> list[str]:
     return labels
 
 
-def plot_modes_kl(rows: Sequence[dict[str, Any]], path: Path | str) -> Path:
-    """Two bar charts, modes (of 1,000) and KL to uniform, mean ± std over seeds, one bar per leaderboard row
-    that has ``modes``; rows keep their order. Returns ``path``."""
+def interval_errors(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """Error-bar lengths below and above each row's mean of ``key``: to the ends of its bootstrap interval
+    (``<key>/lo``, ``<key>/hi``, written by the report for rows with n ≥ 3); NaN (no bar) for a row without one."""
+    below, above = [], []
+    for r in rows:
+        mean, lo, hi = _num(r.get(key)), _num(r.get(f"{key}/lo")), _num(r.get(f"{key}/hi"))
+        ok = not any(math.isnan(x) for x in (mean, lo, hi))
+        below.append(mean - lo if ok else math.nan)
+        above.append(hi - mean if ok else math.nan)
+    return below, above
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or str(value).strip().lower() == "true"
+
+
+def plot_modes_kl(rows: Sequence[dict[str, Any]], path: Path | str, level: str = "95%") -> Path:
+    """Two bar charts, modes (of 1,000) and KL to uniform, one bar per leaderboard row that has ``modes``
+    (rows keep their order): the mean over seeds, error bars to the ends of its ``level`` bootstrap interval of
+    the mean (:func:`interval_errors`; none where n < 3, and the tick says so), ``*`` over a bar whose
+    difference from the baseline row (hatched) is significant in the report's test. Returns ``path``."""
     rows = [r for r in rows if not math.isnan(_num(r.get("modes")))]
     if not rows:
         raise ValueError("no leaderboard row has a 'modes' value: is this a dataset=stacked_digits sweep?")
-    labels = bar_labels(rows)
-    fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 0.6 * len(rows) + 4), 4.5))
+    labels = [lab + (" (baseline)" if _truthy(r.get("baseline")) else "")
+              + ("" if r.get("modes/lo") not in (None, "") else f" (n={r.get('n', 1)}, no CI)")
+              for lab, r in zip(bar_labels(rows), rows, strict=True)]
+    fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 0.6 * len(rows) + 4), 4.8))
     for ax, key, title in ((axes[0], "modes", "modes (of 1,000) ↑"), (axes[1], "kl_uniform", "KL(p̂ ‖ uniform) ↓")):
         means = [_num(r.get(key)) for r in rows]
-        stds = [0.0 if math.isnan(_num(r.get(f"{key}/std"))) else _num(r.get(f"{key}/std")) for r in rows]
-        ax.bar(range(len(rows)), means, yerr=stds, capsize=3, color="tab:blue" if key == "modes" else "tab:red")
+        below, above = interval_errors(rows, key)
+        bars = ax.bar(range(len(rows)), means, yerr=[below, above], capsize=3,
+                      color="tab:blue" if key == "modes" else "tab:red",
+                      hatch=["//" if _truthy(r.get("baseline")) else "" for r in rows])
+        for bar, r, top in zip(bars, rows, above, strict=True):
+            if _truthy(r.get(f"{key}/significant")):
+                y = bar.get_height() + (0.0 if math.isnan(top) else top)
+                ax.annotate("*", (bar.get_x() + bar.get_width() / 2, y), ha="center", va="bottom", fontsize=12)
         ax.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=8)
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.3)
     axes[0].axhline(N_MODES, color="k", lw=0.8, ls="--")
+    fig.suptitle(f"mean over seeds; error bars: {level} bootstrap CI of the mean (n ≥ 3); "
+                 "*: differs from the baseline (Welch, Holm-adjusted p < 0.05)", fontsize=9)
     path = Path(path)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -216,9 +245,10 @@ def read_leaderboard(csv_path: Path | str) -> list[dict[str, Any]]:
         return list(csv.DictReader(f))
 
 
-def report(out: Path) -> Path:
-    """Leaderboard (seed-aggregated, :func:`gancollapse.report.write_report`) and ``modes_kl.png``."""
-    md = write_report(out)
+def report(out: Path, baseline: str | None = None) -> Path:
+    """Leaderboard (seed-aggregated, :func:`gancollapse.report.write_report`; with a ``baseline`` row name,
+    rows tested against it, Holm-adjusted) and ``modes_kl.png``."""
+    md = write_report(out, baseline=baseline)
     return plot_modes_kl(read_leaderboard(md.with_suffix(".csv")), out / "modes_kl.png")
 
 
@@ -250,7 +280,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_sample and BASELINE in args.configs and args.samplers:
         run_commands(sample_commands(args.out, seeds, args.samplers, args.n_sample), args.jobs, args.threads,
                      args.out / "logs" / "sample")
-    chart = report(args.out)
+    # the baseline named by a run dir: unique even when no override tells the rows apart (``--configs ns``)
+    chart = report(args.out, f"{BASELINE}_s{seeds[0]}" if BASELINE in args.configs and seeds else None)
     print(f"benchmark: {time.perf_counter() - t0:.0f} s; {args.out / 'leaderboard.md'}, {chart}")
 
 
