@@ -12,6 +12,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from gancollapse.models.gan import GANModule
+from gancollapse.paths import CONF_DIR
 
 # Keys of a dataset config that are not the datamodule's constructor's: its name, and the evaluation keys that
 # runs saved before the ``evaluator`` config group (conf/evaluator/) still carry there (loadable as they are).
@@ -105,3 +106,23 @@ def find_checkpoint(run_dir: Path, which: str = "best") -> Path | None:
         if (ckpt_dir / name).is_file():
             return ckpt_dir / name
     return None
+
+
+def with_run_prior(sampler_cfg: DictConfig, run_cfg: DictConfig) -> DictConfig:
+    """``sampler_cfg`` with the run's training prior (``prior`` group; a run trained on a uniform prior must be
+    sampled from it): its distribution keys replace the sampler's."""
+    out = OmegaConf.create(OmegaConf.to_container(sampler_cfg))
+    run_prior = prior_config(run_cfg)
+    for key in LEGACY_PRIOR_KEYS:
+        if key in run_prior:
+            out[key] = run_prior[key]
+    return out
+
+
+def sampler_config(name: str, run_cfg: DictConfig, overrides: DictConfig | dict | None = None) -> DictConfig:
+    """``conf/sampler/<name>.yaml`` (or a .yaml path) with the run's prior and ``overrides``."""
+    path = Path(name) if str(name).endswith((".yaml", ".yml")) else Path(CONF_DIR) / "sampler" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (Path(CONF_DIR) / "sampler").glob("*.yaml"))
+        raise ValueError(f"sampler={name!r}: no config {path}; choose one of {known} or give a .yaml path")
+    return OmegaConf.merge(with_run_prior(OmegaConf.load(path), run_cfg), OmegaConf.create(overrides or {}))

@@ -34,13 +34,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gancollapse.api import RunHandle, held_out_real, load, with_run_prior
-from gancollapse.paths import CONF_DIR as PATHS_CONF_DIR
+from gancollapse.api import RunHandle, load
+from gancollapse.build import sampler_config
+from gancollapse.data import held_out_real
 from gancollapse.progress import format_duration
 from gancollapse.runio import RunError, one_line_errors
 from gancollapse.samplers.refined import RefinedSampler
 
-CONF_DIR = Path(PATHS_CONF_DIR)
 DEFAULTS: dict[str, Any] = {"sampler": "prior", "n": 10_000, "seed": 0, "device": "auto", "which": "best",
                             "n_calibration": 5000, "tag": None, "out": None, "progress": True}
 
@@ -71,15 +71,6 @@ def parse_args(argv: list[str]) -> tuple[Path, DictConfig, DictConfig]:
     if int(opts.n_calibration) < 4:
         raise ValueError(f"n_calibration must be >= 4, got {opts.n_calibration}")
     return Path(argv[0]), opts, OmegaConf.from_dotlist(sampler_pairs)
-
-
-def sampler_config(name: str, run_cfg: DictConfig, overrides: DictConfig) -> DictConfig:
-    """conf/sampler/<name>.yaml (or a yaml path), with the run's prior and the user's overrides."""
-    path = Path(name) if str(name).endswith((".yaml", ".yml")) else CONF_DIR / "sampler" / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in (CONF_DIR / "sampler").glob("*.yaml"))
-        raise ValueError(f"sampler={name!r}: no config {path}; choose one of {known} or give a .yaml path")
-    return OmegaConf.merge(with_run_prior(OmegaConf.load(path), run_cfg), overrides)
 
 
 def evaluator_config(cfg: DictConfig) -> DictConfig | None:
@@ -161,7 +152,7 @@ def sample_run(run_dir: Path | str, opts: DictConfig | dict, sampler_over: DictC
         raise RunError(f"{run_dir} has no checkpoint to sample (checkpoints/{'best.ckpt or ' if opts.which == 'best' else ''}"
                        "last.ckpt)", f"train it first: python -m gancollapse.train hydra.run.dir={run_dir}")
     name = str(opts.sampler)
-    s_cfg = sampler_config(name, handle.cfg, OmegaConf.create(sampler_over or {}))
+    s_cfg = sampler_config(name, handle.cfg, sampler_over)
     sampler = instantiate(s_cfg)
     label = Path(name).stem
     out = Path(opts.out) if opts.out else run_dir / (f"samples_{label}" + (f"_{opts.tag}" if opts.tag else ""))

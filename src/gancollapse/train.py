@@ -32,7 +32,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gancollapse.aggregate import flatten, objective_value
-from gancollapse.build import build_datamodule, build_module
+from gancollapse.build import build_datamodule, build_module, sampler_config, with_run_prior
 from gancollapse.build import instantiate_checked as instantiate
 from gancollapse.callbacks import (
     MaxGSteps,
@@ -151,6 +151,21 @@ def without_orphans(cfg: DictConfig) -> DictConfig:
     return out
 
 
+def evaluation_samplers(cfg: DictConfig) -> dict[str, Any]:
+    """The samplers ``evaluator.samplers`` names, built with the run's prior; the one chosen with
+    ``sampler=<name>`` takes the ``sampler.<key>`` overrides."""
+    names = [str(n) for n in (OmegaConf.select(cfg, "evaluator.samplers") or []) if str(n) != "prior"]
+    chosen = (cfg.get("choices") or {}).get("sampler")
+    target = OmegaConf.select(cfg, "sampler._target_")
+    out = {}
+    for name in names:
+        node = sampler_config(name, cfg)
+        if name == chosen or (chosen is None and node.get("_target_") == target):
+            node = OmegaConf.merge(node, with_run_prior(cfg.sampler, cfg))
+        out[name] = instantiate(node)
+    return out
+
+
 def build_callbacks(cfg: DictConfig, run_dir: Path, module: L.LightningModule) -> list[L.Callback]:
     """The run's callbacks: ``callbacks.*``, the ``evaluator`` group's evaluator (``evaluator=none``: none),
     ``best.ckpt`` on the evaluator's ``monitor``, the G-step limit and the :class:`RunGuard` (``last.ckpt``,
@@ -162,7 +177,8 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, module: L.LightningModule) -
     callbacks: list[L.Callback] = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     evaluator = cfg.get("evaluator") or None  # evaluator=none composes to an empty node (see without_orphans)
     if evaluator is not None:
-        callbacks.append(instantiate(evaluator))
+        node = OmegaConf.masked_copy(evaluator, [k for k in evaluator if k != "samplers"])
+        callbacks.append(instantiate(node, samplers=evaluation_samplers(cfg)))
     ckpt_dir = run_dir / "checkpoints"
     monitor = evaluator.get("monitor") if evaluator is not None else None
     if monitor:  # nothing to monitor without the evaluator that logs it

@@ -17,9 +17,10 @@ one per dataset.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +40,31 @@ class Evaluator(L.Callback):
         monitor: a metric this evaluator returns, tracked as ``best/<monitor>``; also the metric of
             ``best.ckpt`` (null: neither).
         monitor_mode: ``min`` or ``max``: which direction of ``monitor`` is better.
+        samplers: post-hoc latent samplers scored beside the prior at every evaluation, by name (a config
+            lists names, ``[prior, mhgan]``; the training entry point builds them with the run's prior and passes
+            the objects): each metric again as ``<metric>@<sampler>``, from ``n_samples`` latents the sampler
+            draws after fitting D's calibrator on ``n_calibration`` held-out real samples. ``prior`` is the
+            plain metrics, always computed.
+        n_calibration: held-out real samples for a sampler's calibrator.
     """
 
     #: prefix of the bookkeeping keys ``<namespace>/g_step`` and ``<namespace>/seconds``
     namespace = "eval"
 
     def __init__(self, every_n_steps: int | None = 1000, every_n_epochs: int | None = None, n_samples: int = 10_000,
-                 seed: int = 1234, monitor: str | None = None, monitor_mode: str = "min") -> None:
+                 seed: int = 1234, monitor: str | None = None, monitor_mode: str = "min",
+                 samplers: Mapping[str, Any] | Sequence[str] | None = None, n_calibration: int = 2000) -> None:
         super().__init__()
+        if samplers is not None and not isinstance(samplers, Mapping):
+            names = [str(s) for s in samplers]
+            if any(n != "prior" for n in names):
+                raise ValueError(f"evaluator.samplers={names}: built samplers are needed (python -m gancollapse.train "
+                                 "builds them from conf/sampler/); give a mapping name -> sampler")
+            samplers = {}
+        self.samplers: dict[str, Any] = {k: v for k, v in dict(samplers or {}).items() if k != "prior"}
+        if int(n_calibration) < 4:
+            raise ValueError(f"evaluator.n_calibration must be >= 4, got {n_calibration}")
+        self.n_calibration = int(n_calibration)
         every_n_steps, every_n_epochs = int(every_n_steps or 0), int(every_n_epochs or 0)
         if every_n_steps < 0 or every_n_epochs < 0:
             raise ValueError(f"evaluator.every_n_steps / every_n_epochs must be >= 0 (0: off), got "
@@ -119,6 +137,8 @@ class Evaluator(L.Callback):
         t0 = time.perf_counter()
         with self.isolated_rng(getattr(pl_module, "device", "cpu")):
             metrics = {k: float(v) for k, v in self.compute(pl_module).items()}
+            for name, sampler in self.samplers.items():
+                metrics.update(self.sampler_metrics(pl_module, name, sampler))
         metrics[f"{self.namespace}/seconds"] = time.perf_counter() - t0
         metrics[f"{self.namespace}/g_step"] = float(step)
         self._track_best(metrics, step)
@@ -134,6 +154,36 @@ class Evaluator(L.Callback):
         self.after_evaluate(trainer, pl_module, metrics, step)
         self._save_best(trainer)
         return metrics
+
+    def sampler_metrics(self, pl_module: L.LightningModule, name: str, sampler: Any) -> dict[str, float]:
+        """:meth:`compute` on ``n_samples`` latents from ``sampler`` (fitted first, as ``gancollapse.sample`` does:
+        D's calibrator on held-out real samples), keys suffixed ``@<name>``; the nets in eval mode meanwhile."""
+        from gancollapse.data import held_out_real
+
+        device = pl_module.device
+        nets = (pl_module.generator, pl_module.discriminator)
+        modes = [net.training for net in nets]
+        for net in nets:
+            net.eval()
+        try:
+            out: dict[str, float] = {}
+            if hasattr(sampler, "fit"):
+                real = held_out_real(self.datamodule, self.n_calibration, seed=20_000 + self.seed)
+                with torch.enable_grad():
+                    fit = sampler.fit(nets[0], nets[1], real, pl_module.z_dim, seed=self.seed) or {}
+                out.update({f"{k}@{name}": float(v) for k, v in fit.items() if isinstance(v, (int, float))})
+            kwargs = {"progress": False} if "progress" in inspect.signature(sampler.sample).parameters else {}
+            z = sampler.sample(nets[0], nets[1], self.n_samples, pl_module.z_dim, device, seed=self.seed, **kwargs)
+            saved = self.eval_z
+            self.eval_z = z.detach().cpu()
+            try:
+                out.update({f"{k}@{name}": float(v) for k, v in self.compute(pl_module).items()})
+            finally:
+                self.eval_z = saved
+            return out
+        finally:
+            for net, mode in zip(nets, modes, strict=True):
+                net.train(mode)
 
     @staticmethod
     def _save_best(trainer: L.Trainer) -> None:

@@ -20,8 +20,9 @@ setting. Explicit numbers are always used as given.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -95,7 +96,9 @@ class ImageEvaluator(Evaluator):
     namespace = "eval"
 
     def __init__(self, every_n_steps: int | None = 1000, every_n_epochs: int | None = None, n_samples: Size = 10_000,
-                 seed: int = 1234, monitor: str | None = "fid", monitor_mode: str = "min", n_real: Size = 50_000,
+                 seed: int = 1234, monitor: str | None = "fid", monitor_mode: str = "min",
+                 samplers: Mapping[str, Any] | Sequence[str] | None = None, n_calibration: int = 2000,
+                 n_real: Size = 50_000,
                  feature: str = "inception", feature_dim: int = 64, kid: bool = True, kid_subset_size: int = 1000,
                  kid_subsets: int = 100, prdc: bool = True, n_prdc: int = 5000, classifier: str | None = None,
                  is_splits: int = 10, grid_size: int = 64, grid_nrow: int | None = None, batch_size: int = 500,
@@ -106,7 +109,7 @@ class ImageEvaluator(Evaluator):
         # Until the first evaluation knows the module's device, ``auto`` stands for this machine's likely sizes
         # (the latents drawn at setup need a count); _settle_sizes then decides, redrawing them if they differ.
         likely = resolve_eval_sizes(n_samples, n_real, "cuda" if torch.cuda.is_available() else "cpu")
-        super().__init__(every_n_steps, every_n_epochs, likely[0], seed, monitor, monitor_mode)
+        super().__init__(every_n_steps, every_n_epochs, likely[0], seed, monitor, monitor_mode, samplers, n_calibration)
         for key, val in {"n_samples": likely[0], "n_real": likely[1], "batch_size": batch_size}.items():
             if int(val) < 2:
                 raise ValueError(f"evaluator.{key} must be >= 2, got {val}")

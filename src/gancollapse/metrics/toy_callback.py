@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import lightning as L
 import torch
 
@@ -27,9 +30,10 @@ class ToyEvaluator(Evaluator):
     namespace = "toy"
 
     def __init__(self, every_n_steps: int | None = 500, every_n_epochs: int | None = None, n_samples: int = 10_000,
-                 seed: int = 1234, monitor: str | None = None, monitor_mode: str = "min", threshold: float = 3.0,
-                 min_fraction: float = 0.008, n_plot: int = 1000, frames: bool = True) -> None:
-        super().__init__(every_n_steps, every_n_epochs, n_samples, seed, monitor, monitor_mode)
+                 seed: int = 1234, monitor: str | None = None, monitor_mode: str = "min",
+                 samplers: Mapping[str, Any] | Sequence[str] | None = None, n_calibration: int = 2000,
+                 threshold: float = 3.0, min_fraction: float = 0.008, n_plot: int = 1000, frames: bool = True) -> None:
+        super().__init__(every_n_steps, every_n_epochs, n_samples, seed, monitor, monitor_mode, samplers, n_calibration)
         if threshold <= 0:
             raise ValueError(f"evaluator.threshold must be > 0, got {threshold}")
         self.threshold, self.min_fraction = float(threshold), float(min_fraction)
