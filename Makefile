@@ -46,19 +46,23 @@ zoo: $(STAMP)
 	$(PY) -m gancollapse.report multirun/zoo
 
 # ---------------------------------------------------------------------------- Stacked Digits benchmark
-# Offline 1,000-mode collapse benchmark (gancollapse.benchmark; docs/RESULTS.md): 10 configurations x 3 seeds
-# (conf/experiment/benchmark/), prior/MH-GAN/DRS sampling on the baseline, leaderboard.md/.csv (mean +- std over
-# seeds, 95% bootstrap intervals, Welch tests against ns) and modes_kl.png under $(BENCH_DIR). Sized for ~2 h on
-# 2 CPU cores (BENCH_JOBS runs at a time, 1 thread each). A rerun resumes finished/killed runs. BENCH_ARGS: extra
-# flags, e.g. BENCH_ARGS="--seeds 0 -- max_g_steps=100".
-BENCH_DIR ?= multirun/benchmark
+# Offline 1,000-mode collapse benchmark (gancollapse.benchmark; docs/RESULTS.md). BENCH picks the set,
+# conf/benchmark/$(BENCH).yaml: stacked_digits (default: 10 configurations x 3 seeds of conf/experiment/benchmark/,
+# prior/MH-GAN/DRS sampling on the baseline; ~2 h on 2 CPU cores) or stacked_mnist5k (8 of the same configurations
+# x 5 seeds on real MNIST digits, offline; estimated <= 3 h). leaderboard.md/.csv (mean +- std over seeds, 95%
+# bootstrap intervals, Welch tests against ns) and
+# modes_kl.png under BENCH_DIR (default: the set's out, multirun/benchmark or multirun/benchmark_<set>). BENCH_JOBS
+# runs at a time, 1 thread each. A rerun resumes finished/killed runs. BENCH_ARGS: extra flags, e.g.
+# BENCH_ARGS="--seeds 0 -- max_g_steps=100".
+BENCH ?= stacked_digits
+BENCH_DIR ?=
 BENCH_JOBS ?= 2
 BENCH_ARGS ?=
 
 .PHONY: benchmark
 
 benchmark: $(STAMP)
-	$(PY) -m gancollapse.benchmark --out $(BENCH_DIR) --jobs $(BENCH_JOBS) $(BENCH_ARGS)
+	$(PY) -m gancollapse.benchmark --set $(BENCH) $(if $(BENCH_DIR),--out $(BENCH_DIR)) --jobs $(BENCH_JOBS) $(BENCH_ARGS)
 
 # ---------------------------------------------------------------------------- MBRCE-AAE / ALAE
 # Progressive adversarial autoencoders (gancollapse.models.mbrce_aae). RUN=<run dir>, ARGS="<hydra overrides>".
