@@ -13,10 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from gancollapse.models.gan import GANModule
 from gancollapse.paths import CONF_DIR
+from gancollapse.schema import DATASET_META_KEYS  # a dataset node's keys that are not its datamodule's
 
-# Keys of a dataset config that are not the datamodule's constructor's: its name, and the evaluation keys that
-# runs saved before the ``evaluator`` config group (conf/evaluator/) still carry there (loadable as they are).
-DATASET_META_KEYS = ("name", "evaluator", "monitor", "monitor_mode")
 NET_KEYS_RESERVED = ("module",)
 
 

@@ -57,6 +57,7 @@ from gancollapse.runio import (
     one_line_errors,
     truncate_metrics,
 )
+from gancollapse.schema import check_types, closest
 
 log = logging.getLogger("gancollapse")
 #: the run's record in <run dir>/train.log only (conf/train.yaml's hydra.job_logging): its start and the closing
@@ -99,7 +100,9 @@ EXIT_DIVERGED = 3
 
 def validate(cfg: DictConfig) -> None:
     """Fail fast, naming the key, on values no run can use and on choices the model would not apply
-    (:func:`gancollapse.models.contract.check_config`). Component constructors check their own."""
+    (:func:`gancollapse.models.contract.check_config`); keys and types first (:func:`gancollapse.schema.check_types`).
+    Component constructors check their own values."""
+    check_types(cfg)
     for key in ("n_critic", "z_dim", "log_every_n_steps", "ckpt_every_n_steps"):
         val = cfg.get(key)
         if val is not None and int(val) < 1:
@@ -439,10 +442,90 @@ def check_output_dir_args(argv: list[str]) -> None:
             check_writable(Path(value))
 
 
+#: Hydra command-line flags after which no run is composed (help, config printing, shell completion)
+_INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc",
+               "--resolve", "--version", "--package", "-p")
+
+
+def preflight(argv: list[str]) -> None:
+    """Compose the run config as Hydra's main will (for a sweep: its first combination) and turn a composition
+    error into one line naming the override (RunError): Hydra's own report spans several lines."""
+    if any(a.split("=", 1)[0] in _INFO_FLAGS for a in argv) or any(a.startswith("--config") for a in argv):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    args = [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(args)
+    except HydraException as err:
+        raise RunError(f"cannot parse the overrides ({one_line(err)})", "write them as key=value (a sweep as "
+                       "key=a,b with -m)") from None
+    def value_line(o: Any, value: str) -> str:
+        return f"{o.get_key_element()}={value}"
+
+    first = [o.input_line if not o.is_sweep_override() else value_line(o, next(iter(o.sweep_string_iterator())))
+             for o in parsed]
+    # a sweep: every value of every swept key once, the other keys at their first value
+    trials = [first] + [[*first[:i], value_line(o, v), *first[i + 1:]] for i, o in enumerate(parsed)
+                        if o.is_sweep_override() for v in list(o.sweep_string_iterator())[1:]]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        for overrides in trials:
+            try:
+                compose("train", overrides=overrides)
+            except HydraException as err:
+                raise composition_error(err, overrides) from None
+
+
+def composition_error(err: Exception, overrides: list[str]) -> RunError:
+    """One line for Hydra's composition errors: a bad value (``n_critic=abc``), an unknown key (``max_g_step=10``),
+    an unknown option (``loss=foo``)."""
+    from hydra import compose
+    from hydra.errors import HydraException
+
+    text = " ".join(str(err).split())
+    cause = err.__cause__
+    cause_line = str(cause).splitlines()[0] if cause is not None and str(cause) else ""
+    missing = re.search(r"Could not (?:find|load) '([^']+)/([^'/]+)'", str(err))
+    if missing:
+        group, option = missing.groups()
+        group = next((o.split("=", 1)[0].lstrip("+~") for o in overrides
+                      if o.split("=", 1)[0].lstrip("+~") in (group, group.split("/", 1)[0])), group)
+        option = option if group == missing.group(1) else f"{missing.group(1)[len(group) + 1:]}/{option}"
+        folder = Path(CONF_DIR) / group
+        options = sorted(str(p.relative_to(folder))[:-5] for p in folder.rglob("*.yaml")) if folder.is_dir() else []
+        return RunError(f"{group}={option}: no such option{closest(option, options)}",
+                        f"choose one of {', '.join(options)} (conf/{group}/)" if options else f"see conf/{group}/")
+    merging = re.match(r"Error merging override (\S+)", text)
+    if merging:
+        key = merging.group(1).split("=", 1)[0]
+        return RunError(f"{merging.group(1)}: {cause_line or text}", f"give {key} a value of its type (conf/train.yaml "
+                        "and the component's docstring document each key)")
+    unknown = re.match(r"Could not override '([^']+)'", text)
+    if unknown:
+        key = unknown.group(1)
+        given = next((o for o in overrides if o.split("=", 1)[0].lstrip("+~") == key), key)
+        parent, _, name = key.rpartition(".")
+        try:
+            rest = [o for o in overrides if o != given]
+            node = compose("train", overrides=rest)
+            node = OmegaConf.select(node, parent) if parent else node
+            keys = [str(k) for k in node] if isinstance(node, DictConfig) else []
+        except HydraException:
+            keys = []
+        where = parent or "the run config"
+        return RunError(f"{given}: {where} has no key {name}{closest(name, keys)}",
+                        f"fix the key, or add a new one with +{given} where the component takes it")
+    return RunError(text, "fix the override (HYDRA_FULL_ERROR=1 shows Hydra's full report)")
+
+
 def main() -> float | None:
-    """``python -m gancollapse.train [overrides]``: checks the output directory, then :func:`hydra_main`."""
+    """``python -m gancollapse.train [overrides]``: checks the output directory and composes the config once, so
+    a bad override is one line naming it, then runs :func:`hydra_main`."""
     with one_line_errors():
         check_output_dir_args(sys.argv[1:])
+        preflight(sys.argv[1:])
     return hydra_main()
 
 

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gancollapse.regularizers.base import Regularizer
 from gancollapse.runio import RunError
+from gancollapse.schema import TOP_LEVEL_DEFAULTS
 
 #: the hooks of :class:`~gancollapse.regularizers.base.Regularizer` a step may call
 REGULARIZER_HOOKS = ("d_terms", "g_terms", "apply_to_nets", "after_d_step", "filter_fake", "on_epoch_end",
@@ -33,8 +34,6 @@ REGULARIZER_HOOKS = ("d_terms", "g_terms", "apply_to_nets", "after_d_step", "fil
 #: top-level keys that only some models' steps read; a model that does not read one refuses any value other
 #: than the default (:data:`TOP_LEVEL_DEFAULTS`), which stands for "not chosen"
 MODEL_KEYS = ("n_critic", "g_reuse_z", "accumulate_grad_batches", "compile", "channels_last", "ensemble")
-TOP_LEVEL_DEFAULTS: dict[str, Any] = {"n_critic": 1, "g_reuse_z": True, "accumulate_grad_batches": 1,
-                                      "compile": False, "channels_last": False, "ensemble": 1}
 
 
 @dataclass(frozen=True)
