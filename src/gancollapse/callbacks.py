@@ -8,6 +8,7 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -122,9 +123,9 @@ class RunGuard(Checkpoint):
         self._saved_time = time.monotonic()
         self._pending_rng: dict[str, Any] | None = None
         self._previous_handlers: dict[int, Any] = {}
-        #: (path, text) written once training starts, i.e. after the checkpoint was restored (a resumed run's
-        #: config.yaml: a restore that fails must leave the saved one)
-        self.write_on_start: tuple[Path, str] | None = None
+        #: called once training starts, i.e. after the checkpoint was restored (a resumed run's config.yaml, the
+        #: run's .hydra/ record: a restart that fails must leave the saved ones), on the global-zero rank
+        self.on_start_hooks: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------------ signals
     def install_signal_handlers(self) -> None:
@@ -175,8 +176,9 @@ class RunGuard(Checkpoint):
     # ------------------------------------------------------------------ hooks
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._own_signals()
-        if self.write_on_start is not None and trainer.is_global_zero:
-            atomic_write_text(*self.write_on_start)
+        if trainer.is_global_zero:
+            for hook in self.on_start_hooks:
+                hook()
         if self._pending_rng is not None:
             set_rng_state(self._pending_rng)
             self._pending_rng = None

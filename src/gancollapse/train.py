@@ -48,6 +48,7 @@ from gancollapse.runio import (
     LAST,
     PREV,
     AtomicCheckpointIO,
+    DiskFullError,
     RunError,
     RunLock,
     atomic_write_text,
@@ -271,7 +272,8 @@ def run(cfg: DictConfig, run_dir: Path | str, on_start: Callable[[], None] | Non
 
     A refused start writes nothing: the config checks (:func:`validate`, every choice applied or refused), the
     run lock and the resume check run before any file of the run is created or changed; ``on_start`` is called
-    once they pass (Hydra's main writes ``.hydra/`` and the log's first line there). Holds ``<run_dir>/.lock``
+    when training starts, after a resumed checkpoint was restored (Hydra's main writes ``.hydra/`` and the log's
+    first line there), so a restart that fails leaves the run's record as it was. Holds ``<run_dir>/.lock``
     throughout. A stop signal or divergence ends the run early with its status in the summary
     (``interrupted: SIGTERM``, ``diverged``; :attr:`RunGuard.stopped` has the exit code); a stop before the first
     step raises :class:`StopTraining`. Later known failures raise :class:`RunError` (or ValueError /
@@ -280,16 +282,14 @@ def run(cfg: DictConfig, run_dir: Path | str, on_start: Callable[[], None] | Non
     cfg = without_orphans(cfg)
     validate(cfg)
     run_dir = Path(run_dir)
+    resume = resume_checkpoint(cfg, run_dir)  # read-only: a refused resume touches nothing, not even the lock
     check_writable(run_dir, run_dir / "checkpoints")
     rank0 = is_global_zero_process()
     with RunLock(run_dir) if rank0 else contextlib.nullcontext(), signals_stop_at_once():
-        resume = resume_checkpoint(cfg, run_dir)
-        if on_start is not None:
-            on_start()
         if rank0:
             clean_stale_temps(run_dir, run_dir / "checkpoints")
         try:
-            return _run(cfg, run_dir, rank0, resume)
+            return _run(cfg, run_dir, rank0, resume, on_start)
         except (RunError, ValueError, FileNotFoundError) as err:
             if rank0 and not (run_dir / "summary.json").is_file():  # a fresh run that failed: the report lists it
                 with contextlib.suppress(Exception):
@@ -310,7 +310,8 @@ def signals_stop_at_once() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _run(cfg: DictConfig, run_dir: Path, rank0: bool, resume: Path | None) -> dict[str, Any]:
+def _run(cfg: DictConfig, run_dir: Path, rank0: bool, resume: Path | None,
+         on_start: Callable[[], None] | None = None) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg)
@@ -333,7 +334,10 @@ def _run(cfg: DictConfig, run_dir: Path, rank0: bool, resume: Path | None) -> di
     length = {"max_epochs": -1} if cfg.get("max_g_steps") else {}
     callbacks = build_callbacks(cfg, run_dir, module)
     guard = next(c for c in callbacks if isinstance(c, RunGuard))
-    guard.write_on_start = config if resume is not None else None
+    if resume is not None:
+        guard.on_start_hooks.append(lambda: atomic_write_text(*config))
+    if on_start is not None:
+        guard.on_start_hooks.append(on_start)
     trainer: L.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir), **length, callbacks=callbacks,
                                      logger=loggers or False,
                                      # trainer.plugins (trainer=slurm: SLURMEnvironment) join ours, not replaced
@@ -346,6 +350,11 @@ def _run(cfg: DictConfig, run_dir: Path, rank0: bool, resume: Path | None) -> di
     status = "finished"
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+    except DiskFullError:
+        if rank0:  # the status, when even a summary fits on the device
+            with contextlib.suppress(OSError):
+                RunSummary(run_dir, cfg).write(module, "failed: no space")
+        raise
     except StopTraining as stop:
         if not stop.saved:
             raise
@@ -364,7 +373,13 @@ def _run(cfg: DictConfig, run_dir: Path, rank0: bool, resume: Path | None) -> di
         guard.restore_signal_handlers()
     if status == "finished":
         # The periodic checkpoint may lag the end of training; the final state must always be resumable/loadable.
-        trainer.save_checkpoint(run_dir / "checkpoints" / LAST, weights_only=False)
+        try:
+            trainer.save_checkpoint(run_dir / "checkpoints" / LAST, weights_only=False)
+        except DiskFullError:
+            if rank0:
+                with contextlib.suppress(OSError):
+                    RunSummary(run_dir, cfg).write(module, "failed: no space")
+            raise
     stop = guard.stopped
     extra = {"reason": stop.message, "saved": stop.saved} if stop is not None else {}
     return RunSummary(run_dir, cfg).write(module, status, **extra) if trainer.is_global_zero else {}
