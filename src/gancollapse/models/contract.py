@@ -14,8 +14,6 @@ calls, or when the model maps it onto its own term (MBRCE-AAE's R1 is ``model.mo
 
 from __future__ import annotations
 
-import inspect
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +22,7 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gancollapse.regularizers.base import Regularizer
+from gancollapse.regularizers.base import Regularizer, constructor_params, plain
 from gancollapse.runio import RunError
 from gancollapse.schema import TOP_LEVEL_DEFAULTS
 
@@ -50,6 +48,8 @@ class ConfigUse:
         mapped: regularizer ``_target_`` → how the model applies it instead (its own term).
         keys: which of :data:`MODEL_KEYS` it reads.
         samplers: D-guided latent samplers can score it (it has a per-sample discriminator).
+        d_features: its G and D steps hand D's penultimate features to regularizers that ask for them
+            (:attr:`~gancollapse.regularizers.base.Regularizer.uses_d_features`, GDPP).
     """
 
     name: str
@@ -60,6 +60,7 @@ class ConfigUse:
     mapped: Mapping[str, str] = field(default_factory=dict)
     keys: frozenset[str] = frozenset(MODEL_KEYS)
     samplers: bool = True
+    d_features: bool = True
 
 
 def overridden_hooks(cls: type) -> set[str]:
@@ -122,7 +123,10 @@ def _check_regularizers(cfg: DictConfig, use: ConfigUse) -> None:
         target = str(node.get("_target_", ""))
         if target in use.mapped:
             continue
-        missing = overridden_hooks(get_class(target)) - use.hooks
+        cls = get_class(target)
+        missing = overridden_hooks(cls) - use.hooks
+        if getattr(cls, "uses_d_features", False) and not use.d_features:
+            missing.add("D-features")
         if missing:
             accepted = sorted(t.rsplit(".", 1)[-1] for t in use.mapped)
             raise RunError(f"regularizer.{name} ({target.rsplit('.', 1)[-1]}) needs the {'/'.join(sorted(missing))} "
@@ -201,30 +205,6 @@ def _check_samplers(cfg: DictConfig, use: ConfigUse) -> None:
 
 
 # ---------------------------------------------------------------------------- the applied record
-def _plain(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        value = value.tolist() if value.numel() > 1 else value.item()
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value if isinstance(value, (bool, int, float, str, type(None))) else str(value)
-
-
-def constructor_params(obj: Any) -> dict[str, Any]:
-    """``{arg: obj.<arg>}`` for the constructor arguments ``obj`` keeps under the same name: what the object
-    was built with, read back from the object."""
-    out: dict[str, Any] = {}
-    for name in inspect.signature(type(obj).__init__).parameters:
-        if name in ("self", "args", "kwargs") or not hasattr(obj, name):
-            continue
-        value = getattr(obj, name)
-        if isinstance(value, (bool, int, float, str, tuple, list, type(None))) or (
-                isinstance(value, torch.Tensor) and value.numel() <= 8):
-            out[name] = _plain(value)
-    return out
-
-
 #: optimizer hyperparameters worth recording (those present in the param group)
 OPTIMIZER_KEYS = ("lr", "betas", "eps", "weight_decay", "momentum", "alpha", "centered", "amsgrad", "fused")
 
@@ -234,8 +214,8 @@ def describe_optimizer(opt: Any) -> dict[str, Any]:
     inner = getattr(opt, "optimizer", opt)
     group = inner.param_groups[0] if inner.param_groups else {}
     out: dict[str, Any] = {"type": type(inner).__name__}
-    out.update({k: _plain(group[k]) for k in OPTIMIZER_KEYS if k in group and group[k] is not None})
-    nudge = {k: _plain(getattr(inner, k)) for k in ("k", "threshold", "every_n_steps", "project") if hasattr(inner, k)}
+    out.update({k: plain(group[k]) for k in OPTIMIZER_KEYS if k in group and group[k] is not None})
+    nudge = {k: plain(getattr(inner, k)) for k in ("k", "threshold", "every_n_steps", "project") if hasattr(inner, k)}
     if nudge:
         out["nudge"] = nudge
     return out

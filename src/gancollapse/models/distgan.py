@@ -145,7 +145,7 @@ class DistGANModule(GANModule):
     config_use = ConfigUse("Dist-GAN", nets=("generator", "discriminator", "encoder"),
                            losses=("gancollapse.models.distgan_losses.DistGANObjective",),
                            loss_hint="choose loss=distgan (its R/D/G losses) or drop the override",
-                           hooks=frozenset(REGULARIZER_HOOKS) - {"g_discriminator"},
+                           hooks=frozenset(REGULARIZER_HOOKS) - {"g_discriminator"}, d_features=False,
                            keys=frozenset({"accumulate_grad_batches", "compile", "channels_last"}))
 
     @property

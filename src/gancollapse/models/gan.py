@@ -7,7 +7,8 @@ lives in :mod:`gancollapse.losses` and :mod:`gancollapse.regularizers`; this cla
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -15,7 +16,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from gancollapse.losses import Objective
-from gancollapse.models.contract import REGULARIZER_HOOKS, ConfigUse, constructor_params
+from gancollapse.models.contract import REGULARIZER_HOOKS, ConfigUse
 from gancollapse.models.phased import PhaseBatch, PhasedModule
 from gancollapse.regularizers.base import Regularizer, Step
 from gancollapse.samplers.prior import PriorSampler
@@ -52,7 +53,7 @@ class GANModule(PhasedModule):
     optimizer_names = ("generator", "discriminator")
     phase_optimizers = {"d": "discriminator", "g": "generator"}
     log_phase = "d"
-    config_use = ConfigUse("GAN", hooks=frozenset(REGULARIZER_HOOKS) - {"g_discriminator"},
+    config_use = ConfigUse("GAN", hooks=frozenset(REGULARIZER_HOOKS),
                            keys=frozenset({"n_critic", "g_reuse_z", "accumulate_grad_batches", "compile", "channels_last"}))
 
     def __init__(
@@ -94,10 +95,18 @@ class GANModule(PhasedModule):
             self.cudagraph_steps = mode in ("reduce-overhead", "max-autotune")
         # One D forward on cat(real, fake) halves kernel launches; only valid without batch-coupling layers.
         self.concat_d = not _has_batch_coupling(self.discriminator)
+        # D's features ride along with the forward each phase already does (GDPP).
+        self.d_features = any(reg.uses_d_features for reg in self.regularizers.values())
+        rescoring = [n for n, r in self.regularizers.items() if type(r).g_discriminator is not Regularizer.g_discriminator]
+        if len(rescoring) > 1:
+            raise ValueError(f"regularizer=[{','.join(rescoring)}]: each replaces the discriminator that G's loss "
+                             "scores with (g_discriminator); keep one of them")
+        for reg in self.regularizers.values():
+            reg.bind(self)
 
     # ------------------------------------------------------------------ the applied record
     def applied_regularizers(self) -> dict[str, dict[str, Any]]:
-        return {name: {"type": type(reg).__name__, **constructor_params(reg)} for name, reg in self.regularizers.items()}
+        return {name: reg.applied() for name, reg in self.regularizers.items()}
 
     def applied(self) -> dict[str, Any]:
         return {"model": self.config_use.name, "loss": self.objective.describe(),
@@ -135,20 +144,28 @@ class GANModule(PhasedModule):
 
 
 
-    def _d_forward(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+    def _d_forward(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """(D(real), D(fake), real features, fake features); the features only when :attr:`d_features`."""
+        kw = {"return_features": True} if self.d_features else {}
         if self.concat_d:
-            out = self.discriminator(torch.cat([real, fake]))
-            return out[: real.shape[0]], out[real.shape[0] :]
-        return self.discriminator(real), self.discriminator(fake)
+            out = self.discriminator(torch.cat([real, fake]), **kw)
+            out, feats = out if self.d_features else (out, None)
+            n = real.shape[0]
+            f_real, f_fake = (feats[:n], feats[n:]) if feats is not None else (None, None)
+            return out[:n], out[n:], f_real, f_fake
+        if not self.d_features:
+            return self.discriminator(real), self.discriminator(fake), None, None
+        (d_real, f_real), (d_fake, f_fake) = self.discriminator(real, **kw), self.discriminator(fake, **kw)
+        return d_real, d_fake, f_real, f_fake
 
     def d_loss(self, pb: PhaseBatch) -> dict[str, Tensor]:
         real, z = pb.real, pb.z
         with torch.no_grad():
             fake = self.generator(z)
-        d_real, d_fake = self._d_forward(real, fake)
+        d_real, d_fake, f_real, f_fake = self._d_forward(real, fake)
         loss = self.objective.d_loss(d_real, d_fake)
         step = Step("d", real, fake, z, d_real, d_fake, self.generator, self.discriminator, self.d_steps,
-                    self.current_epoch)
+                    self.current_epoch, real_features=f_real, fake_features=f_fake)
         terms = self._regularize(step)
         total = loss + sum(terms.values()) if terms else loss
         return {"loss": total, "d_loss": loss, **terms, "d_total": total, "d_real": d_real.mean(),
@@ -161,9 +178,17 @@ class GANModule(PhasedModule):
         self.discriminator.requires_grad_(False)
         try:
             fake = self.generator(z)
-            d_fake = self.discriminator(fake)
-            step = Step("g", pb.real, fake, z, None, d_fake, self.generator, self.discriminator, self.g_steps,
+            step = Step("g", pb.real, fake, z, None, None, self.generator, self.discriminator, self.g_steps,
                         self.current_epoch)
+            d_net = self.g_discriminator(step)
+            if self.d_features:
+                d_fake, f_fake = d_net(fake, return_features=True)
+                with torch.no_grad():  # the real side is a constant of G's step
+                    f_real = d_net(pb.real, return_features=True)[1]
+                step = replace(step, d_fake=d_fake, real_features=f_real, fake_features=f_fake)
+            else:
+                step = replace(step, d_fake=d_net(fake))
+            d_fake = step.d_fake
             idx = self.select_fake(d_fake, step)
             loss = self.objective.g_loss(d_fake if idx is None else d_fake[idx])
             terms = self._regularize(step)
@@ -181,6 +206,14 @@ class GANModule(PhasedModule):
             if sel is not None:
                 idx = sel if idx is None else idx[torch.isin(idx, sel)]
         return idx
+
+    def g_discriminator(self, step: Step) -> Callable[..., Tensor]:
+        """The D that G's loss scores with: a regularizer's replacement (Unrolled GAN), else D itself."""
+        for reg in self.regularizers.values():
+            d_net = reg.g_discriminator(self, step)
+            if d_net is not None:
+                return d_net
+        return self.discriminator
 
     def _regularize(self, step: Step) -> dict[str, Tensor]:
         terms: dict[str, Tensor] = {}

@@ -207,7 +207,7 @@ class MBRCEAAEModule(PhasedModule):
                            loss_hint="its latent loss is model.module.estimator (cs2, jr2, spectral, logistic = "
                                      "ALAE): use loss=none (the mbrce_aae_* / alae_* experiments set it)",
                            hooks=frozenset(), mapped={R1_TARGET: "model.module.r1_gamma"}, keys=frozenset(),
-                           samplers=False)
+                           samplers=False, d_features=False)
     optim_keys_refused = {"lr": "MBRCE-AAE/ALAE sets the learning rate per lod from model.module.learning_rates"}
 
     def __init__(self, image_size: int, image_channels: int = 3, latent_dim: int = 512, mapping_layers: int = 8,

@@ -7,7 +7,10 @@ from torch import Tensor, nn
 
 class MLP(nn.Module):
     """``in_dim → hidden×depth → out_dim`` with LeakyReLU; ``last_hidden_activation='tanh'`` gives the
-    seed generator (LeakyReLU after the first three hidden layers, Tanh after the fourth)."""
+    seed generator (LeakyReLU after the first three hidden layers, Tanh after the fourth).
+
+    ``forward(x, return_features=True)`` also returns the last hidden activation (B, hidden), the input of the
+    output layer (:mod:`gancollapse.nets`)."""
 
     def __init__(
         self,
@@ -36,5 +39,11 @@ class MLP(nn.Module):
         layers.append(nn.Linear(width, out_dim))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x.reshape(x.shape[0], -1))
+    def forward(self, x: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        x = x.reshape(x.shape[0], -1)
+        if not return_features:
+            return self.net(x)
+        *body, head = self.net
+        for layer in body:
+            x = layer(x)
+        return head(x), x
