@@ -16,38 +16,13 @@ from gancollapse.aae.evaluate import evaluate_run, reconstruction_metrics, ssim_
 from gancollapse.aae.figures import bilinear_grid, interleave
 from gancollapse.aae.figures import main as figures_main
 from gancollapse.build import build_module
-from gancollapse.data.images import DigitsDataModule
-from gancollapse.data.tfrecord import split_indices, write_tfrecords
 from gancollapse.models.mbrce_aae import MBRCEAAEModule, alae_discriminator_loss
 from gancollapse.models.phased import PhaseBatch
 from gancollapse.train import run
-from tests.conftest import compose_cfg
+from tests.conftest import BATCH, N_IMAGES, N_TEST, compose_cfg
+from tests.conftest import aae_overrides as _overrides
 
-N_IMAGES, N_TEST, BATCH = 160, 32, 32  # 128 training images: 4 batches per epoch
 STEPS_PER_EPOCH = (N_IMAGES - N_TEST) // BATCH
-
-
-@pytest.fixture(scope="module")
-def digits16(tmp_path_factory):
-    """160 scikit-learn digits at 16 px (lods 0–2) in the progressive TFRecord layout, 32 held out."""
-    out = tmp_path_factory.mktemp("tfr")
-    data = DigitsDataModule(img_size=16, channels=1).load()
-    images, labels = data.images[:N_IMAGES], data.labels[:N_IMAGES]
-    write_tfrecords([(images, labels)], out, "tiny", min_resolution=4, parts=1,
-                    test_indices=split_indices(N_IMAGES, N_TEST, 0), split_seed=0, extra_meta={"num_classes": 10})
-    return out
-
-
-def _overrides(data, cache, experiment: str = "mbrce_aae_digits", epochs=(1, 1, 2)) -> list[str]:
-    return [
-        f"experiment={experiment}", f"dataset.path={data}", "dataset.tfrecord_name=tiny", "dataset.prepare=null",
-        "z_dim=8", "model.module.mapping_layers=2", "model.module.channels=[16,8,8]",
-        f"model.module.epochs_per_lod=[{','.join(map(str, epochs))}]", f"model.module.batch_sizes={BATCH}",
-        f"trainer.max_epochs={sum(epochs)}", "callbacks.progress_bar=null", "log_every_n_steps=2",
-        "ckpt_every_n_steps=1000", f"evaluator.cache_dir={cache}", "evaluator.n_samples=64", "evaluator.n_real=128",
-        "evaluator.n_prdc=64", "evaluator.kid_subset_size=32", "evaluator.kid_subsets=5", "evaluator.batch_size=64",
-        "evaluator.grid_size=16", "evaluator.classifier_epochs=1",
-    ]
 
 
 def _max_adam_step(optimizer_state: dict) -> int:

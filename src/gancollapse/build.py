@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gancollapse.models.gan import GANModule
 from gancollapse.paths import CONF_DIR
+from gancollapse.runio import RunError
 from gancollapse.schema import DATASET_META_KEYS  # a dataset node's keys that are not its datamodule's
 
 NET_KEYS_RESERVED = ("module",)
@@ -122,5 +123,5 @@ def sampler_config(name: str, run_cfg: DictConfig, overrides: DictConfig | dict 
     path = Path(name) if str(name).endswith((".yaml", ".yml")) else Path(CONF_DIR) / "sampler" / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in (Path(CONF_DIR) / "sampler").glob("*.yaml"))
-        raise ValueError(f"sampler={name!r}: no config {path}; choose one of {known} or give a .yaml path")
+        raise RunError(f"sampler={name!r}: no config {path}", f"choose one of {', '.join(known)}, or give a .yaml path")
     return OmegaConf.merge(with_run_prior(OmegaConf.load(path), run_cfg), OmegaConf.create(overrides or {}))

@@ -39,7 +39,7 @@ from gancollapse.aggregate import (
 )
 from gancollapse.callbacks import describe_run
 from gancollapse.plots import image_grid
-from gancollapse.runio import LAST, LOCK_NAME, lock_holder, one_line_errors
+from gancollapse.runio import LAST, LOCK_NAME, MissingError, lock_holder, one_line_errors
 
 # Columns shown when present, with how to format them; order is the leaderboard's.
 COLUMNS: list[tuple[str, str, str]] = [
@@ -352,10 +352,11 @@ def write_report(root: Path | str, out: Path | str | None = None, baseline: str 
         raise ValueError(f"--alpha={alpha}: must lie in (0, 1); 0.05 gives 95% intervals and p < 0.05")
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a directory; pass a multirun directory, e.g. multirun/2026-11-23/12-00-00")
+        raise MissingError(f"{root} is not a directory", "pass a multirun directory, e.g. multirun/2026-11-23/12-00-00")
     runs = find_runs(root)
     if not runs:
-        raise FileNotFoundError(f"no runs below {root} (no summary.json or run directory): this is not a sweep dir")
+        raise MissingError(f"no runs below {root} (no summary.json or run directory): this is not a sweep dir",
+                           "pass the directory a sweep (-m) or a run wrote, e.g. multirun/<date>/<time>")
     # One row per configuration: runs that differ only in seed are averaged (mean ± std, n).
     rows = sort_rows(aggregate_seeds([load_row(r, root) for r in runs], [run_signature(r) for r in runs],
                                      [run_overrides(r) for r in runs], values_of=STAT_KEYS))

@@ -59,6 +59,10 @@ class RunError(Exception):
         self.what, self.fix, self.code = what, fix, int(code)
 
 
+class MissingError(RunError, FileNotFoundError):
+    """A path the command needs is not there (a RunError, and a FileNotFoundError for callers that catch it)."""
+
+
 class CheckpointError(RunError):
     """A checkpoint that cannot be loaded: corrupt, truncated, or holding pickled objects."""
 

@@ -56,7 +56,7 @@ def parse_args(argv: list[str]) -> tuple[Path, DictConfig, DictConfig]:
     top, sampler_pairs = [], []
     for a in argv[1:]:
         if "=" not in a:
-            raise ValueError(f"argument {a!r} is not key=value (e.g. sampler=wlgan n=10000)")
+            raise RunError(f"argument {a!r} is not key=value", "write options as key=value, e.g. sampler=wlgan n=10000")
         key, value = a.split("=", 1)
         if key.startswith("sampler."):
             sampler_pairs.append(f"{key[len('sampler.'):]}={value}")
@@ -65,11 +65,14 @@ def parse_args(argv: list[str]) -> tuple[Path, DictConfig, DictConfig]:
     opts = OmegaConf.merge(OmegaConf.create(DEFAULTS), OmegaConf.from_dotlist(top))
     unknown = set(opts.keys()) - set(DEFAULTS)
     if unknown:
-        raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: {sorted(DEFAULTS)} and sampler.<key>=<value>")
-    if int(opts.n) < 1:
-        raise ValueError(f"n must be >= 1, got {opts.n}")
-    if int(opts.n_calibration) < 4:
-        raise ValueError(f"n_calibration must be >= 4, got {opts.n_calibration}")
+        raise RunError(f"unknown option(s) {sorted(unknown)}",
+                       f"valid: {', '.join(sorted(DEFAULTS))}, and sampler.<key>=<value>")
+    for key, low in (("n", 1), ("n_calibration", 4), ("seed", None)):
+        value = opts[key]
+        if isinstance(value, bool) or not str(value).lstrip("-").isdigit():
+            raise RunError(f"{key}={value}: not a whole number", f"give {key} an integer, e.g. {key}={DEFAULTS[key]}")
+        if low is not None and int(value) < low:
+            raise RunError(f"{key}={value}: {key} must be >= {low}", f"e.g. {key}={DEFAULTS[key]}")
     return Path(argv[0]), opts, OmegaConf.from_dotlist(sampler_pairs)
 
 

@@ -207,8 +207,18 @@ def _nodes(cfg: Any, path: str) -> typing.Iterator[tuple[str, Any]]:
 def check_types(cfg: DictConfig) -> None:
     """Refuse top-level keys the run config does not have (added with ``+``) and every component key its class
     does not take or cannot convert (see the module docstring)."""
+    from omegaconf.errors import InterpolationKeyError
+
     from gancollapse.runio import RunError
 
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except InterpolationKeyError as err:  # e.g. regularizer.maem.code_dim=${model.discriminator.out_dim}
+        missing = str(err).splitlines()[0]
+        raise RunError(f"{err.full_key}: {missing}: this combination of config choices lacks a key it refers to",
+                       f"set {err.full_key} explicitly, or choose options that define it") from None
+    except OmegaConfBaseException:
+        pass  # a resolver that cannot run yet (a data set's metadata): its component reports it
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     for key in cfg:
         if key not in known:

@@ -539,8 +539,8 @@ def main() -> float | None:
     """``python -m gancollapse.train [overrides]``: checks the output directory and composes the config once, so
     a bad override is one line naming it, then runs :func:`hydra_main`."""
     with one_line_errors():
+        preflight(sys.argv[1:])  # first: a refused config creates no directory
         check_output_dir_args(sys.argv[1:])
-        preflight(sys.argv[1:])
     return hydra_main()
 
 

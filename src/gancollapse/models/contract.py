@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -106,9 +107,9 @@ def _check_loss(cfg: DictConfig, use: ConfigUse) -> None:
     node = cfg.get("loss") or None
     target = str(node.get("_target_", "")) if node is not None else ""
     if use.losses is None:
-        if not target:
-            raise RunError(f"loss=none: the {use.name} step needs a GAN objective",
-                           "choose one, e.g. loss=non_saturating (conf/loss/)")
+        if not target or not getattr(get_class(target), "gan_objective", True):
+            raise RunError(f"{_label(cfg, 'loss', node)}: the {use.name} step needs a GAN objective (d_loss/g_loss "
+                           "of D's outputs)", "choose one, e.g. loss=non_saturating (conf/loss/)")
         return
     if target in use.losses or (not use.losses and not target):
         return
@@ -191,6 +192,13 @@ def _check_samplers(cfg: DictConfig, use: ConfigUse) -> None:
     node = cfg.get("sampler") or {}
     target = str(node.get("_target_", "gancollapse.samplers.prior.PriorSampler"))
     listed = [str(s) for s in (OmegaConf.select(cfg, "evaluator.samplers") or [])]
+    from gancollapse.paths import CONF_DIR
+
+    known = sorted(p.stem for p in (Path(CONF_DIR) / "sampler").glob("*.yaml"))
+    unknown = [s for s in listed if s not in known and not s.endswith((".yaml", ".yml"))]
+    if unknown:
+        raise RunError(f"evaluator.samplers={listed}: no sampler {', '.join(unknown)}",
+                       f"choose from {', '.join(known)} (conf/sampler/)")
     if listed and not use.samplers and any(s != "prior" for s in listed):
         raise RunError(f"evaluator.samplers={listed}: {use.name} has no per-sample discriminator for D-guided samplers",
                        "use evaluator.samplers=[prior] or drop it")

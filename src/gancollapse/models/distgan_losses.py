@@ -110,6 +110,7 @@ class DistGANObjective(Objective):
     record names the loss its step really used. ``d_loss``/``g_loss`` of a plain GAN do not exist here."""
 
     name = "distgan"
+    gan_objective = False  # not a d_loss/g_loss pair: only Dist-GAN's step can use it
 
     reconstruction_loss = staticmethod(reconstruction_loss)
     discriminator_score_loss = staticmethod(discriminator_score_loss)

@@ -335,6 +335,7 @@ class MBRCEAAEModule(PhasedModule):
     @classmethod
     def check_config_extra(cls, cfg: DictConfig) -> None:
         """``regularizer=r1`` becomes ``model.module.r1_gamma``: refuse what that cannot express."""
+        super().check_config_extra(cfg)
         r1 = cls.r1_regularizer(cfg)
         if r1 is None:
             return

@@ -162,7 +162,15 @@ class PhasedModule(L.LightningModule):
 
     @classmethod
     def check_config_extra(cls, cfg: DictConfig) -> None:
-        """Model-specific refusals beyond :attr:`config_use` (raise RunError naming the key)."""
+        """Model-specific refusals beyond :attr:`config_use` (raise RunError naming the key); here: NudgedAdam
+        with gradient accumulation (its spectral check needs the whole gradient of one loss)."""
+        from gancollapse.runio import RunError
+
+        if int(cfg.get("accumulate_grad_batches", 1) or 1) > 1:
+            nudged = [k for k, v in (cfg.get("optim") or {}).items() if v is not None and "NudgedAdam" in str(v.get("_target_", ""))]
+            if nudged or OmegaConf.select(cfg, "model.module.nudge"):
+                raise RunError(f"accumulate_grad_batches={cfg.accumulate_grad_batches}: NudgedAdam's spectral check "
+                               "needs the whole gradient of one loss", "use accumulate_grad_batches=1 with the nudge")
 
     def sample_z(self, n: int, device: torch.device | str | None = None,
                  generator: torch.Generator | None = None) -> Tensor:
