@@ -84,6 +84,8 @@ RESUME_MAY_CHANGE = ("max_g_steps", "resume", "ckpt_every_n_steps", "ckpt_every_
                      "channels_last", "trainer.max_epochs", "trainer.accelerator", "trainer.devices",
                      "trainer.strategy", "trainer.num_nodes", "trainer.enable_progress_bar", "dataset.root",
                      "dataset.download", "dataset.num_workers", "dataset.on_device", "run_length", "report")
+#: keys train.yaml gained after runs were saved, with the value a saved config without one ran with
+ADDED_KEYS = {"ensemble": 1}
 #: where torchvision looks for a data set's files, below ``dataset.root`` (for the messages of a missing set)
 DATA_FILES = {
     "mnist": "MNIST/raw/ (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
@@ -106,6 +108,10 @@ def validate(cfg: DictConfig) -> None:
         val = cfg.get(key)
         if val is not None and not float(val) > 0:
             raise ValueError(f"{key} must be > 0 or null (off), got {val}")
+    ensemble = cfg.get("ensemble", 1)
+    if ensemble is not None and (isinstance(ensemble, bool) or not isinstance(ensemble, int) or ensemble < 1):
+        raise ValueError(f"ensemble={ensemble}: must be an integer >= 1 (the number of seeds trained together, "
+                         "seed, seed+1, ...); use ensemble=1 for a single run")
     if cfg.get("resume", True) not in (True, False, "force"):
         raise ValueError(f"resume must be true, false or force, got {cfg.resume!r}")
     if cfg.get("max_g_steps") is not None and int(cfg.max_g_steps) < 1:
@@ -160,8 +166,8 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, module: L.LightningModule) -
 
 def config_changes(saved: DictConfig, current: DictConfig, may_change: tuple[str, ...] = RESUME_MAY_CHANGE) -> list[str]:
     """``key (saved → now)`` for every resolved key that differs, except ``may_change`` keys and their children."""
-    old = flatten(OmegaConf.to_container(saved, resolve=True))
-    new = flatten(OmegaConf.to_container(current, resolve=True))
+    old = {**ADDED_KEYS, **flatten(OmegaConf.to_container(saved, resolve=True))}
+    new = {**ADDED_KEYS, **flatten(OmegaConf.to_container(current, resolve=True))}
     free = tuple(may_change)
     changes = []
     for key in sorted(set(old) | set(new)):
@@ -238,6 +244,10 @@ def run(cfg: DictConfig, run_dir: Path | str) -> dict[str, Any]:
     with RunLock(run_dir) if rank0 else contextlib.nullcontext(), signals_stop_at_once():
         if rank0:
             clean_stale_temps(run_dir, run_dir / "checkpoints")
+        if (cfg.get("ensemble") or 1) != 1:  # K seeds in one process, K member runs below run_dir
+            from gancollapse.ensemble import run_ensemble
+
+            return run_ensemble(cfg, run_dir)
         try:
             return _run(cfg, run_dir, rank0)
         except (RunError, ValueError, FileNotFoundError) as err:
@@ -295,13 +305,29 @@ def _run(cfg: DictConfig, run_dir: Path, rank0: bool) -> dict[str, Any]:
     elif can_handle_signals():  # under DDP Lightning's own SIGTERM handling is in charge
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    status = "finished"
+    try:
+        status = fit_run(trainer, module, datamodule, resume, guard)
+    finally:
+        guard.restore_signal_handlers()
+    if status == "finished":
+        # The periodic checkpoint may lag the end of training; the final state must always be resumable/loadable.
+        trainer.save_checkpoint(run_dir / "checkpoints" / LAST, weights_only=False)
+    stop = guard.stopped
+    extra = {"reason": stop.message, "saved": stop.saved} if stop is not None else {}
+    return RunSummary(run_dir, cfg).write(module, status, **extra) if trainer.is_global_zero else {}
+
+
+def fit_run(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, resume: Path | None,
+            guard: RunGuard) -> str:
+    """``trainer.fit`` from ``resume`` (None: from scratch); returns the run's status (``finished``, or the stop
+    that saved: ``interrupted: SIGTERM``, ``diverged``). A stop that saved nothing is raised; a checkpoint that
+    does not fit the model becomes a one-line :class:`RunError`."""
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
     except StopTraining as stop:
         if not stop.saved:
             raise
-        status = stop.status
+        return stop.status
     except (RuntimeError, ValueError, KeyError) as err:
         if guard.started or resume is None or "state" not in str(err).lower() or "dict" not in str(err).lower():
             raise
@@ -311,15 +337,8 @@ def _run(cfg: DictConfig, run_dir: Path, rank0: bool) -> dict[str, Any]:
                        "resume=false") from err
     except SIGTERMException:  # DDP: Lightning stopped on SIGTERM; the last periodic checkpoint stands
         guard.stopped = StopTraining("interrupted: SIGTERM", 143, "stopped by SIGTERM", saved=False)
-        status = guard.stopped.status
-    finally:
-        guard.restore_signal_handlers()
-    if status == "finished":
-        # The periodic checkpoint may lag the end of training; the final state must always be resumable/loadable.
-        trainer.save_checkpoint(run_dir / "checkpoints" / LAST, weights_only=False)
-    stop = guard.stopped
-    extra = {"reason": stop.message, "saved": stop.saved} if stop is not None else {}
-    return RunSummary(run_dir, cfg).write(module, status, **extra) if trainer.is_global_zero else {}
+        return guard.stopped.status
+    return "finished"
 
 
 def with_run_length(cfg: DictConfig) -> DictConfig:
@@ -402,8 +421,14 @@ def hydra_main(cfg: DictConfig) -> float | None:
                   file=sys.stderr, flush=True)
             sys.exit(stop.exit_code)
     status = summary.get("status", "finished")
+    ensemble = "members" in summary
     if summary:
-        lines = closing_lines(run_dir, summary)
+        if ensemble:
+            from gancollapse.ensemble import closing_lines as ensemble_lines
+
+            lines = ensemble_lines(run_dir, summary)
+        else:
+            lines = closing_lines(run_dir, summary)
         print("\n" + "\n".join(lines), flush=True)
         record.info("\n".join(lines))
     maximize = "max" in str(hc.sweeper.get("direction", "minimize"))
@@ -424,6 +449,10 @@ def hydra_main(cfg: DictConfig) -> float | None:
     if not summary:  # DDP ranks other than 0 have none; the job's return value is rank 0's
         return None
     # What tuning sweepers (hydra/sweeper=optuna) optimise; a NaN metric is the worst value for their direction.
+    if ensemble:
+        from gancollapse.ensemble import ensemble_objective
+
+        return ensemble_objective(summary, cfg.get("objective"), OmegaConf.select(cfg, "evaluator.monitor"), maximize)
     return objective_value(summary, cfg.get("objective"), OmegaConf.select(cfg, "evaluator.monitor"), maximize)
 
 
