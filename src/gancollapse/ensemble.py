@@ -400,8 +400,8 @@ def ensemble_summary(members: Sequence[dict[str, Any]], status: str, run_dir: Pa
 
 
 def ensemble_objective(summary: dict[str, Any], objective: str | None, monitor: str | None, maximize: bool) -> float | None:
-    """The mean over members of the tuning objective (:func:`gancollapse.aggregate.objective_value`); a member
-    without a value makes it the worst."""
+    """The mean over members of the tuning objective (:func:`gancollapse.aggregate.objective_value`): a member
+    whose metric is NaN counts as the worst value (±inf), so the mean is too; None without any metric."""
     values = [objective_value(m, objective, monitor, maximize) for m in summary.get("members", [])]
     if not values or any(v is None for v in values):
         return None

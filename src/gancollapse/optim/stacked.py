@@ -56,14 +56,20 @@ class StackedOptimizer(torch.optim.Optimizer):
         if keep is not None and keep.device.type == "cpu" and bool(keep.all()):
             keep = None  # nobody skips: the in-place update (reading the mask costs nothing on a CPU)
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state.update(self.init_state(p, group))
-                self.update(p, state, group, keep)
+            params = [p for p in group["params"] if p.grad is not None]
+            for p in params:
+                if not self.state[p]:
+                    self.state[p].update(self.init_state(p, group))
+            if keep is None and self.update_all(params, group):
+                continue
+            for p in params:
+                self.update(p, self.state[p], group, keep)
         return loss
+
+    def update_all(self, params: list[Tensor], group: dict[str, Any]) -> bool:
+        """Step every member of ``params`` at once with ``torch._foreach_*`` ops, where the optimizer has such
+        a path for ``group``'s options; False: it has none (:meth:`update` steps each parameter)."""
+        return False
 
 
 class StackedRMSprop(StackedOptimizer):
@@ -77,13 +83,22 @@ class StackedRMSprop(StackedOptimizer):
             state["momentum_buffer"] = torch.zeros_like(p)
         return state
 
+    def update_all(self, params: list[Tensor], group: dict[str, Any]) -> bool:
+        if group["centered"] or group["momentum"] > 0 or group["weight_decay"] != 0 or not params:
+            return False
+        # the common case: PyTorch's ops, in place, one call per op for all parameters
+        alpha, grads = group["alpha"], [p.grad for p in params]
+        squares = [self.state[p]["square_avg"] for p in params]
+        torch._foreach_mul_(squares, alpha)
+        torch._foreach_addcmul_(squares, grads, grads, value=1 - alpha)
+        avg = torch._foreach_sqrt(squares)
+        torch._foreach_add_(avg, group["eps"])
+        torch._foreach_addcdiv_(params, grads, avg, value=-group["lr"])
+        return True
+
     def update(self, p: Tensor, state: dict[str, Tensor], group: dict[str, Any], keep: Tensor | None) -> None:
         lr, alpha, eps, wd, momentum = (group[k] for k in ("lr", "alpha", "eps", "weight_decay", "momentum"))
         grad = p.grad if wd == 0 else p.grad.add(p, alpha=wd)
-        if keep is None and not group["centered"] and momentum == 0:  # the common case, in place as PyTorch
-            sq = state["square_avg"].mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
-            p.addcdiv_(grad, sq.sqrt().add_(eps), value=-lr)
-            return
         sq = state["square_avg"]
         new_sq = sq.mul(alpha).addcmul_(grad, grad, value=1 - alpha)
         if group["centered"]:
