@@ -25,6 +25,9 @@ from scipy import stats
 
 # Keys that name a seed: the training seed and the latent sampler's seed (``gancollapse.sample``).
 SEED_KEYS: tuple[str, ...] = ("seed", "sample_seed")
+#: the record of an ``ensemble=K`` run (gancollapse.ensemble): its directory holds K member runs, ``seed_<s>/``,
+#: and is not a run itself
+ENSEMBLE_FILE = "ensemble.json"
 # ``objective: null`` and no evaluator monitor: the first of these the run reports (images, then toys).
 DEFAULT_OBJECTIVES: tuple[str, ...] = ("fid", "toy/reverse_kl")
 
@@ -106,6 +109,8 @@ def run_signature(run_dir: Path | str) -> str:
         return run_signature(run_dir.parent) + "|" + json.dumps(sampling, sort_keys=True, default=str)
     else:
         return f"run:{run_dir.resolve()}"
+    if flat.get("ensemble", 1) in (1, None):  # a single run, saved before or after the key existed
+        flat.pop("ensemble", None)
     return json.dumps(flat, sort_keys=True, default=str)
 
 
@@ -114,12 +119,13 @@ def _override_key(token: str) -> str:
 
 
 def run_overrides(run_dir: Path | str) -> list[str]:
-    """The job's command-line overrides without seeds (``.hydra/overrides.yaml``; a sampler sub-run: its
-    parent's); empty when the run was not started through Hydra's main."""
+    """The job's command-line overrides without seeds (``.hydra/overrides.yaml``; a sampler sub-run or an
+    ensemble's member run: its parent's); empty when the run was not started through Hydra's main."""
     run_dir = Path(run_dir)
     path = run_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
-        return run_overrides(run_dir.parent) if (run_dir / "sampler.yaml").is_file() else []
+        child = (run_dir / "sampler.yaml").is_file() or (run_dir.parent / ENSEMBLE_FILE).is_file()
+        return run_overrides(run_dir.parent) if child else []
     return [str(t) for t in OmegaConf.load(path) if _override_key(str(t)) not in SEED_KEYS]
 
 

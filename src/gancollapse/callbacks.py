@@ -79,6 +79,16 @@ def can_handle_signals() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def divergence_message(streaks: dict[str, int], skips: dict[str, int], g_steps: Any, limit: int) -> str | None:
+    """Why a run stops as diverged when some phase skipped ``limit`` or more optimizer steps in a row (their
+    loss or gradient was non-finite); None while none has. ``streaks``/``skips``: per phase, in a row / in all."""
+    worst = max(streaks, key=streaks.get, default=None)
+    if worst is None or streaks[worst] < limit:
+        return None
+    return (f"the run diverged: {streaks[worst]} consecutive optimizer steps of phase '{worst}' had a non-finite "
+            f"loss or gradient (at G step {g_steps}; nonfinite_skips={sum(skips.values())} in all)")
+
+
 class RunGuard(Checkpoint):
     """Saves ``checkpoints/last.ckpt`` and stops the run cleanly.
 
@@ -165,13 +175,11 @@ class RunGuard(Checkpoint):
     def _diverged(self, pl_module: L.LightningModule) -> str | None:
         if self.max_consecutive_skips is None:
             return None
-        streaks = getattr(pl_module, "consecutive_skips", {})
-        worst = max(streaks, key=streaks.get, default=None)
-        if worst is None or streaks[worst] < self.max_consecutive_skips:
-            return None
-        total = sum(getattr(pl_module, "nonfinite_skips", {}).values())
-        return (f"the run diverged: {streaks[worst]} consecutive optimizer steps of phase '{worst}' had a non-finite "
-                f"loss or gradient (at G step {getattr(pl_module, 'g_steps', '?')}; nonfinite_skips={total} in all)")
+        members = getattr(pl_module, "member_divergence", None)
+        if members is not None:  # an ensemble (models/ensemble.py): members stop one by one, the run when all have
+            return members(self.max_consecutive_skips)
+        return divergence_message(getattr(pl_module, "consecutive_skips", {}), getattr(pl_module, "nonfinite_skips", {}),
+                                  getattr(pl_module, "g_steps", "?"), self.max_consecutive_skips)
 
     # ------------------------------------------------------------------ hooks
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 from gancollapse.aggregate import (
     CI_METHODS,
     CORRECTIONS,
+    ENSEMBLE_FILE,
     MIN_N,
     aggregate_seeds,
     confidence_columns,
@@ -77,11 +78,12 @@ PICTURES = ("plots/final.png", "samples/final.png", "scatter.png", "samples.png"
 def find_runs(root: Path) -> list[Path]:
     """Directories below ``root`` (``root`` included) that hold a summary.json, and run directories without
     one (killed, failed or still running: :func:`is_run_dir`); hidden dirs (submitit's ``.submitit/``,
-    ``.hydra/``) are skipped."""
+    ``.hydra/``) are skipped, and so is an ensemble's own directory (its member runs below it are found)."""
     root = Path(root)
     found = {p.parent for p in root.rglob("summary.json")}
     found |= {p.parent.parent if p.parent.name == ".hydra" else p.parent for p in root.rglob("config.yaml")}
     return sorted((d for d in found if not any(part.startswith(".") for part in d.relative_to(root).parts)
+                   and not (d / ENSEMBLE_FILE).is_file()
                    and ((d / "summary.json").is_file() or is_run_dir(d))), key=_natural_key)
 
 

@@ -87,6 +87,8 @@ RESUME_MAY_CHANGE = ("max_g_steps", "resume", "ckpt_every_n_steps", "ckpt_every_
                      "channels_last", "trainer.max_epochs", "trainer.accelerator", "trainer.devices",
                      "trainer.strategy", "trainer.num_nodes", "trainer.enable_progress_bar", "dataset.root",
                      "dataset.download", "dataset.num_workers", "dataset.on_device", "run_length", "report")
+#: keys train.yaml gained after runs were saved, with the value a saved config without one ran with
+ADDED_KEYS = {"ensemble": 1}
 #: where torchvision looks for a data set's files, below ``dataset.root`` (for the messages of a missing set)
 DATA_FILES = {
     "mnist": "MNIST/raw/ (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
@@ -112,6 +114,9 @@ def validate(cfg: DictConfig) -> None:
         val = cfg.get(key)
         if val is not None and not float(val) > 0:
             raise ValueError(f"{key} must be > 0 or null (off), got {val}")
+    from gancollapse.ensemble import check_config as check_ensemble
+
+    check_ensemble(cfg)  # ensemble: a whole number >= 1; for K > 1, what K seeds in one process can batch
     if cfg.get("resume", True) not in (True, False, "force"):
         raise ValueError(f"resume must be true, false or force, got {cfg.resume!r}")
     if cfg.get("max_g_steps") is not None and int(cfg.max_g_steps) < 1:
@@ -203,8 +208,8 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, module: L.LightningModule) -
 
 def config_changes(saved: DictConfig, current: DictConfig, may_change: tuple[str, ...] = RESUME_MAY_CHANGE) -> list[str]:
     """``key (saved → now)`` for every resolved key that differs, except ``may_change`` keys and their children."""
-    old = flatten(OmegaConf.to_container(saved, resolve=True))
-    new = flatten(OmegaConf.to_container(current, resolve=True))
+    old = {**ADDED_KEYS, **flatten(OmegaConf.to_container(saved, resolve=True))}
+    new = {**ADDED_KEYS, **flatten(OmegaConf.to_container(current, resolve=True))}
     free = tuple(may_change)
     changes = []
     for key in sorted(set(old) | set(new)):
@@ -283,13 +288,20 @@ def run(cfg: DictConfig, run_dir: Path | str, on_start: Callable[[], None] | Non
     validate(cfg)
     run_dir = Path(run_dir)
     resume = resume_checkpoint(cfg, run_dir)  # read-only: a refused resume touches nothing, not even the lock
+    single = (cfg.get("ensemble") or 1) == 1
+    # the components check their own values as they are built: still before any file of the run exists
+    parts = build_parts(cfg, run_dir) if single else None
     check_writable(run_dir, run_dir / "checkpoints")
     rank0 = is_global_zero_process()
     with RunLock(run_dir) if rank0 else contextlib.nullcontext(), signals_stop_at_once():
         if rank0:
             clean_stale_temps(run_dir, run_dir / "checkpoints")
+        if not single:  # K seeds in one process, K member runs below run_dir
+            from gancollapse.ensemble import run_ensemble
+
+            return run_ensemble(cfg, run_dir)
         try:
-            return _run(cfg, run_dir, rank0, resume, on_start)
+            return _run(cfg, run_dir, rank0, resume, parts, on_start)
         except (RunError, ValueError, FileNotFoundError) as err:
             if rank0 and not (run_dir / "summary.json").is_file():  # a fresh run that failed: the report lists it
                 with contextlib.suppress(Exception):
@@ -310,11 +322,18 @@ def signals_stop_at_once() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _run(cfg: DictConfig, run_dir: Path, rank0: bool, resume: Path | None,
-         on_start: Callable[[], None] | None = None) -> dict[str, Any]:
+def build_parts(cfg: DictConfig, run_dir: Path) -> tuple[L.LightningDataModule, L.LightningModule, list[L.Callback]]:
+    """The run's datamodule, module and callbacks, built from the seed (nothing is written)."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg)
+    return datamodule, module, build_callbacks(cfg, run_dir, module)
+
+
+def _run(cfg: DictConfig, run_dir: Path, rank0: bool, resume: Path | None,
+         parts: tuple[L.LightningDataModule, L.LightningModule, list[L.Callback]],
+         on_start: Callable[[], None] | None = None) -> dict[str, Any]:
+    datamodule, module, callbacks = parts
     setup_data(cfg, datamodule)
     config = (run_dir / "config.yaml", OmegaConf.to_yaml(with_run_length(cfg), resolve=True))
     if rank0 and resume is None:
@@ -332,7 +351,6 @@ def _run(cfg: DictConfig, run_dir: Path, rank0: bool, resume: Path | None,
     # max_g_steps, when set, is the run's length: the epoch limit must not cut it short (with n_critic=5 an
     # epoch holds a fifth as many G steps).
     length = {"max_epochs": -1} if cfg.get("max_g_steps") else {}
-    callbacks = build_callbacks(cfg, run_dir, module)
     guard = next(c for c in callbacks if isinstance(c, RunGuard))
     if resume is not None:
         guard.on_start_hooks.append(lambda: atomic_write_text(*config))
@@ -347,18 +365,34 @@ def _run(cfg: DictConfig, run_dir: Path, rank0: bool, resume: Path | None,
     elif can_handle_signals():  # under DDP Lightning's own SIGTERM handling is in charge
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    status = "finished"
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+        status = fit_run(trainer, module, datamodule, resume, guard)
+        if status == "finished":
+            # The periodic checkpoint may lag the end of training; the final state must always be resumable.
+            trainer.save_checkpoint(run_dir / "checkpoints" / LAST, weights_only=False)
     except DiskFullError:
         if rank0:  # the status, when even a summary fits on the device
             with contextlib.suppress(OSError):
                 RunSummary(run_dir, cfg).write(module, "failed: no space")
         raise
+    finally:
+        guard.restore_signal_handlers()
+    stop = guard.stopped
+    extra = {"reason": stop.message, "saved": stop.saved} if stop is not None else {}
+    return RunSummary(run_dir, cfg).write(module, status, **extra) if trainer.is_global_zero else {}
+
+
+def fit_run(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, resume: Path | None,
+            guard: RunGuard) -> str:
+    """``trainer.fit`` from ``resume`` (None: from scratch); returns the run's status (``finished``, or the stop
+    that saved: ``interrupted: SIGTERM``, ``diverged``). A stop that saved nothing is raised; a checkpoint that
+    does not fit the model becomes a one-line :class:`RunError`."""
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
     except StopTraining as stop:
         if not stop.saved:
             raise
-        status = stop.status
+        return stop.status
     except (RuntimeError, ValueError, KeyError) as err:
         if guard.started or resume is None or "state" not in str(err).lower() or "dict" not in str(err).lower():
             raise
@@ -368,21 +402,8 @@ def _run(cfg: DictConfig, run_dir: Path, rank0: bool, resume: Path | None,
                        "resume=false") from err
     except SIGTERMException:  # DDP: Lightning stopped on SIGTERM; the last periodic checkpoint stands
         guard.stopped = StopTraining("interrupted: SIGTERM", 143, "stopped by SIGTERM", saved=False)
-        status = guard.stopped.status
-    finally:
-        guard.restore_signal_handlers()
-    if status == "finished":
-        # The periodic checkpoint may lag the end of training; the final state must always be resumable/loadable.
-        try:
-            trainer.save_checkpoint(run_dir / "checkpoints" / LAST, weights_only=False)
-        except DiskFullError:
-            if rank0:
-                with contextlib.suppress(OSError):
-                    RunSummary(run_dir, cfg).write(module, "failed: no space")
-            raise
-    stop = guard.stopped
-    extra = {"reason": stop.message, "saved": stop.saved} if stop is not None else {}
-    return RunSummary(run_dir, cfg).write(module, status, **extra) if trainer.is_global_zero else {}
+        return guard.stopped.status
+    return "finished"
 
 
 def with_run_length(cfg: DictConfig) -> DictConfig:
@@ -581,8 +602,14 @@ def hydra_main(cfg: DictConfig) -> float | None:
                 run_dir.rmdir()
             raise
     status = summary.get("status", "finished")
+    ensemble = "members" in summary
     if summary:
-        lines = closing_lines(run_dir, summary)
+        if ensemble:
+            from gancollapse.ensemble import closing_lines as ensemble_lines
+
+            lines = ensemble_lines(run_dir, summary)
+        else:
+            lines = closing_lines(run_dir, summary)
         print("\n" + "\n".join(lines), flush=True)
         record.info("\n".join(lines))
     maximize = "max" in str(hc.sweeper.get("direction", "minimize"))
@@ -603,6 +630,10 @@ def hydra_main(cfg: DictConfig) -> float | None:
     if not summary:  # DDP ranks other than 0 have none; the job's return value is rank 0's
         return None
     # What tuning sweepers (hydra/sweeper=optuna) optimise; a NaN metric is the worst value for their direction.
+    if ensemble:
+        from gancollapse.ensemble import ensemble_objective
+
+        return ensemble_objective(summary, cfg.get("objective"), OmegaConf.select(cfg, "evaluator.monitor"), maximize)
     return objective_value(summary, cfg.get("objective"), OmegaConf.select(cfg, "evaluator.monitor"), maximize)
 
 

@@ -130,8 +130,9 @@ class Evaluator(L.Callback):
         if value is not None and not math.isnan(value) and (key not in self.best or self.is_better(value, self.best[key])):
             self.best = {key: float(value), f"{key}_step": float(step)}
 
-    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
-        """Score the generator now and publish the result; returns the published metrics."""
+    def measure(self, pl_module: L.LightningModule) -> dict[str, float]:
+        """Score the generator now: :meth:`compute` plus the bookkeeping keys (seconds, G step, best so far),
+        appended to :attr:`history`; nothing is published (:meth:`evaluate` does that)."""
         step = pl_module.g_steps
         self._last_eval = step
         t0 = time.perf_counter()
@@ -143,11 +144,17 @@ class Evaluator(L.Callback):
         metrics[f"{self.namespace}/g_step"] = float(step)
         self._track_best(metrics, step)
         metrics.update(self.best)
+        self.history.append(dict(metrics))
+        return metrics
+
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        """Score the generator now and publish the result; returns the published metrics."""
+        step = pl_module.g_steps
+        metrics = self.measure(pl_module)
         pl_module.latest_eval.update(metrics)
         pl_module.log_metrics(metrics)
         for k, v in metrics.items():
             trainer.callback_metrics[k] = torch.tensor(v)
-        self.history.append(dict(metrics))
         for cb in getattr(trainer, "callbacks", ()):  # e.g. gancollapse.progress.RunProgress prints one line per evaluation
             if callable(getattr(cb, "on_evaluation", None)):
                 cb.on_evaluation(trainer, pl_module, metrics, self.monitor)

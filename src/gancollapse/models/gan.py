@@ -54,7 +54,8 @@ class GANModule(PhasedModule):
     phase_optimizers = {"d": "discriminator", "g": "generator"}
     log_phase = "d"
     config_use = ConfigUse("GAN", hooks=frozenset(REGULARIZER_HOOKS),
-                           keys=frozenset({"n_critic", "g_reuse_z", "accumulate_grad_batches", "compile", "channels_last"}))
+                           keys=frozenset({"n_critic", "g_reuse_z", "accumulate_grad_batches", "compile", "channels_last",
+                                           "ensemble"}))
 
     def __init__(
         self,

@@ -118,15 +118,17 @@ class Regularizer(nn.Module):
         return None
 
 
-def input_gradient(discriminator: nn.Module, x: Tensor, create_graph: bool = True) -> tuple[Tensor, Tensor]:
+def input_gradient(discriminator: nn.Module, x: Tensor, create_graph: bool = True,
+                   batch_dims: int = 1) -> tuple[Tensor, Tensor]:
     """Return ``(D(x), dD/dx)`` where vector outputs are summed per sample before differentiation.
 
     Summing gives each sample's gradient of its own (mean-reduced) score because samples are independent
-    (no batch-coupling layers are allowed in D when this is used: BatchNorm would mix samples).
+    (no batch-coupling layers are allowed in D when this is used: BatchNorm would mix samples). The first
+    ``batch_dims`` dims index samples (2: a stacked ensemble's ``(members, batch)``, each member its own D).
     """
     x = x.detach().requires_grad_(True)
     out = discriminator(x)
-    score = out.reshape(out.shape[0], -1).mean(dim=1)
+    score = out.reshape(*out.shape[:batch_dims], -1).mean(dim=-1)
     (grad,) = torch.autograd.grad(score.sum(), x, create_graph=create_graph)
     return out, grad
 
