@@ -67,7 +67,9 @@ benchmark: $(STAMP)
 # ---------------------------------------------------------------------------- MBRCE-AAE / ALAE
 # Progressive adversarial autoencoders (gancollapse.models.mbrce_aae). RUN=<run dir>, ARGS="<hydra overrides>".
 #   make mbrce                      # embedded digits: TFRecords, lods 0..3, evaluation, figures (a few CPU minutes)
-#   make mbrce ARGS="model.module.estimator=logistic model.module.r1_gamma=10"   # the ALAE baseline, same run
+#   make mbrce ARGS="model.module.estimator=logistic"   # the ALAE baseline: the same run but for the latent term
+#   make mbrce ARGS="model.module.estimator=spectral model.module.alpha=0.5 model.module.r1_gamma=0"   # the paper's
+#                                   # general-α estimator; it has no R1, so compare with ALAE at r1_gamma=0 too
 #   make mbrce-celeba-data IMAGES=/data/celeba-hq-256   then   make mbrce-celeba ARGS="trainer.devices=4"
 RUN ?= outputs/mbrce
 ARGS ?=

@@ -120,14 +120,16 @@ def test_the_issues_cases_are_refused_naming_the_key(digits16, tmp_path):
 def test_r1_on_mbrce_is_its_encoder_step_r1(digits16, tmp_path):
     """regularizer=r1 with MBRCE-AAE is applied as model.module.r1_gamma: train/r1 is logged non-zero."""
     base = _base("mbrce", digits16, tmp_path)
-    cfg = compose_cfg([*base, "regularizer=r1", "regularizer.r1.gamma=5", "log_every_n_steps=1"], tiny=False)
+    cfg = compose_cfg([*base, "model.module.r1_gamma=0", "regularizer=r1", "regularizer.r1.gamma=5",
+                       "log_every_n_steps=1"], tiny=False)
     summary = run(cfg, tmp_path / "run")
     assert summary["applied"]["regularizers"] == {"r1": {"type": "R1", "gamma": 5.0}}
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
     r1 = [float(r.split(",")[header.index("train/r1")]) for r in rows[1:] if r.split(",")[header.index("train/r1")]]
     assert r1 and all(v > 0 for v in r1)
-    assert "both set R1's weight" in _refusal([*base, "regularizer=r1", "model.module.r1_gamma=3"])
+    # the experiment's own R1 (γ = 10, as ALAE) and another γ from regularizer=r1: ambiguous, refused
+    assert "both set R1's weight" in _refusal([*base, "regularizer=r1", "regularizer.r1.gamma=3"])
 
 
 def test_report_labels_rows_from_what_was_applied(tmp_path):

@@ -4,17 +4,20 @@ optimizer assignment, configuration errors and the CelebA-256 recipe."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from PIL import Image
 
 from gancollapse.aae.evaluate import evaluate_run, reconstruction_metrics, ssim_sigma
 from gancollapse.aae.figures import bilinear_grid, interleave
 from gancollapse.aae.figures import main as figures_main
+from gancollapse.aggregate import flatten
 from gancollapse.build import build_module
 from gancollapse.models.mbrce_aae import MBRCEAAEModule, alae_discriminator_loss
 from gancollapse.models.phased import PhaseBatch
@@ -121,6 +124,71 @@ def test_alae_baseline_trains_through_the_same_pipeline(digits16, tmp_path):
     assert n_head > 0 and set(range(n_encoder, n_encoder + n_head)) <= set(ckpt["optimizer_states"][0]["state"])
 
 
+# ---------------------------------------------------------------------------- the objective does not inflate the codes
+def _code_norms(data, run_dir, g_steps: int, extra: list[str]) -> list[float]:
+    """Mean ‖E(x)‖ of the real batch at every G step of a digits run at lod 0 (4 px, so steps are cheap)."""
+    cfg = compose_cfg([
+        "experiment=mbrce_aae_digits", f"dataset.path={data}", "dataset.tfrecord_name=tiny", "dataset.prepare=null",
+        "z_dim=8", "model.module.mapping_layers=2", "model.module.channels=[16,8,8]",
+        "model.module.epochs_per_lod=[1000,1,1]", f"model.module.batch_sizes={BATCH}", "trainer.max_epochs=1002",
+        f"max_g_steps={g_steps}", "callbacks.progress_bar=null", "log_every_n_steps=1", "ckpt_every_n_steps=100000",
+        "evaluator=none", *extra], tiny=False)
+    summary = run(cfg, run_dir)
+    assert summary["status"] == "finished" and summary["nonfinite_skips"] == 0
+    with open(run_dir / "metrics.csv", newline="") as f:
+        norms = [float(r["train/code_norm"]) for r in csv.DictReader(f) if r.get("train/code_norm")]
+    assert len(norms) == g_steps
+    return norms
+
+
+def _within_twice_the_start(norms: list[float]) -> bool:
+    return all(0.5 * norms[0] <= n <= 2.0 * norms[0] for n in norms)
+
+
+def test_codes_keep_their_scale_without_r1(digits16, tmp_path):
+    # 100 steps of the bare latent term (no R1, the seed's MBRCE setting): with the bandwidth detached, E raises
+    # D by inflating its codes (their mean norm passes 2x the start within 100 steps); with the bandwidth
+    # following the codes it cannot, and the norm stays within 2x.
+    norms = _code_norms(digits16, tmp_path, 100, ["model.module.r1_gamma=0"])
+    assert _within_twice_the_start(norms), (norms[0], min(norms), max(norms))
+
+
+@pytest.mark.slow  # ~90 s on one loaded core
+def test_codes_keep_their_scale_over_500_steps_of_the_digits_experiment(digits16, tmp_path):
+    # The experiment as configured (R1 γ = 10). With the detached bandwidth the codes shrink more than 2x instead.
+    norms = _code_norms(digits16, tmp_path, 500, [])
+    assert _within_twice_the_start(norms), (norms[0], min(norms), max(norms))
+
+
+# ---------------------------------------------------------------------------- MBRCE vs ALAE: one term apart
+@pytest.mark.parametrize("mbrce, alae", [("mbrce_aae_digits", "alae_digits"),
+                                         ("mbrce_aae_celeba256", "alae_celeba256")])
+def test_mbrce_and_alae_experiments_differ_only_in_the_latent_term(mbrce, alae):
+    # Same nets, R1, data, budget and schedule: the resolved configs differ in the estimator alone (the model
+    # choice name, mbrce_aae vs alae, is not part of the composed config).
+    a, b = (flatten(OmegaConf.to_container(compose_cfg([f"experiment={e}"], tiny=False), resolve=True))
+            for e in (mbrce, alae))
+    diff = {k: (a.get(k), b.get(k)) for k in a.keys() | b.keys() if a.get(k, a) != b.get(k, b)}
+    assert diff == {"model.module.estimator": ("cs2", "logistic")}
+    assert a["model.module.r1_gamma"] == b["model.module.r1_gamma"] == 10.0  # ALAE's R1 in both
+
+
+@pytest.mark.parametrize("alpha", [0.5, 2.0])
+def test_spectral_estimator_trains_through_the_pipeline(digits16, tmp_path, alpha):
+    # The paper's general-α estimator (eigendecompositions, no double backward: R1 off).
+    cfg = compose_cfg(_overrides(digits16, tmp_path / "cache")
+                      + ["model.module.estimator=spectral", f"model.module.alpha={alpha}", "model.module.r1_gamma=0",
+                         "max_g_steps=6", "evaluator.figures=false", "evaluator.classifier=null"], tiny=False)
+    summary = run(cfg, tmp_path / "run")
+    assert summary["status"] == "finished" and summary["g_steps"] == 6 and summary["nonfinite_skips"] == 0
+    with open(tmp_path / "run" / "metrics.csv", newline="") as f:
+        divs = [float(r["train/divergence"]) for r in csv.DictReader(f) if r.get("train/divergence")]
+    assert len(divs) == 3 and all(math.isfinite(d) for d in divs)  # logged every 2 steps
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["mbrce_aae"]["estimator"] == "spectral"
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
 # ---------------------------------------------------------------------------- unit behaviour
 def _module(**kw) -> MBRCEAAEModule:
     torch.manual_seed(0)
@@ -140,8 +208,12 @@ def _fixed_divergence(m: MBRCEAAEModule, x: torch.Tensor, z: torch.Tensor) -> fl
         return float(m.divergence(m.alae.encode(x, 0), m.alae.encode(fake, 0)))
 
 
-def test_encoder_step_pushes_real_and_generated_codes_apart():
-    m = _module()
+ESTIMATORS = [{}, {"estimator": "spectral", "alpha": 0.5}]  # cs2 (default) and the paper's α < 1 form
+
+
+@pytest.mark.parametrize("kw", ESTIMATORS, ids=["cs2", "spectral0.5"])
+def test_encoder_step_pushes_real_and_generated_codes_apart(kw):
+    m = _module(**kw)
     m.phase_batch((torch.zeros(16, 1, 4, 4), None))  # sets lod 0
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(16, 1, 4, 4, generator=gen) * 2 - 1
@@ -156,8 +228,9 @@ def test_encoder_step_pushes_real_and_generated_codes_apart():
     assert all(torch.equal(a, b) for a, b in zip(g_before, m.alae.generator.parameters(), strict=True))
 
 
-def test_generator_step_pulls_generated_codes_towards_real_ones():
-    m = _module()
+@pytest.mark.parametrize("kw", ESTIMATORS, ids=["cs2", "spectral0.5"])
+def test_generator_step_pulls_generated_codes_towards_real_ones(kw):
+    m = _module(**kw)
     m.phase_batch((torch.zeros(16, 1, 4, 4), None))
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(16, 1, 4, 4, generator=gen) * 2 - 1
@@ -247,6 +320,6 @@ def test_celeba256_recipe_composes_and_builds_at_reduced_width(experiment, estim
     assert isinstance(module, MBRCEAAEModule) and module.estimator == estimator
     assert module.max_lod == 6 and module.channels == [4, 4, 4, 4, 4, 2, 1]  # min(max, start · 2^(6 − lod))
     assert module.batch_sizes == [512, 256, 128, 64, 32, 32, 32] and module.epochs_per_lod == [30] * 7
-    assert module.r1_gamma == (10.0 if estimator == "logistic" else 0.0)
+    assert module.r1_gamma == 10.0  # ALAE's R1 in both: the runs differ in the latent term alone
     out = module.alae.generate(torch.randn(2, 8), lod=6)
     assert out.shape == (2, 3, 256, 256)
