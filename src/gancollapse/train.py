@@ -84,6 +84,9 @@ RESUME_MAY_CHANGE = ("max_g_steps", "resume", "ckpt_every_n_steps", "ckpt_every_
                      "channels_last", "trainer.max_epochs", "trainer.accelerator", "trainer.devices",
                      "trainer.strategy", "trainer.num_nodes", "trainer.enable_progress_bar", "dataset.root",
                      "dataset.download", "dataset.num_workers", "dataset.on_device", "run_length", "report")
+#: keys added to the config tree after runs were saved, each with the value that trains as those runs did: a saved
+#: config without the key resumes when the current value is that one
+ADDED_KEYS = {"updates": "alternating", "dataset.angles": "uniform", "dataset.axes": "cos_sin", "dataset.fresh": False}
 #: where torchvision looks for a data set's files, below ``dataset.root`` (for the messages of a missing set)
 DATA_FILES = {
     "mnist": "MNIST/raw/ (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
@@ -166,6 +169,8 @@ def config_changes(saved: DictConfig, current: DictConfig, may_change: tuple[str
     changes = []
     for key in sorted(set(old) | set(new)):
         if key in free or key.startswith(tuple(f"{k}." for k in free)):
+            continue
+        if key not in old and key in ADDED_KEYS and new.get(key) == ADDED_KEYS[key]:
             continue
         if old.get(key, "<absent>") != new.get(key, "<absent>"):
             changes.append(f"{key} ({old.get(key, '<absent>')} → {new.get(key, '<absent>')})")
