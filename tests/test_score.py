@@ -123,3 +123,17 @@ def test_images_from_a_folder(tmp_path):
                                                       "evaluator.kid_subset_size=10", "evaluator.kid_subsets=5"],
                    device="cpu")
     assert r["eval/n_scored"] == 12 and math.isfinite(r["eval/fid"])
+
+
+def test_stacked_images_get_modes_one_repeated_image_is_one_mode(tmp_path):
+    from gancollapse.data.stacked import StackedDigitsDataModule
+
+    dm = StackedDigitsDataModule(img_size=16, n_samples=200)
+    dm.setup()
+    images, _ = dm.sample_uint8(1, seed=0)
+    np.save(tmp_path / "same.npy", images.expand(300, -1, -1, -1).numpy())  # NCHW uint8
+    over = ["dataset.img_size=16", "dataset.n_samples=2000", f"evaluator.cache_dir={tmp_path / 'cache'}",
+            "evaluator.n_real=500", "evaluator.classifier_epochs=5"]
+    r = score_file(tmp_path / "same.npy", dataset="stacked_digits", overrides=over, device="cpu")
+    assert r["eval/modes"] == 1 and r["eval/kl_uniform"] == pytest.approx(math.log(1000))
+    assert r["eval/n_scored"] == 300 and math.isfinite(r["eval/fid"])
