@@ -97,6 +97,8 @@ def test_bad_update_settings_are_refused_naming_the_key():
         GANModule(g, d, NonSaturatingLoss(), updates="simultaneous", n_critic=5)
     with pytest.raises(ValueError, match="g_reuse_z=true"):
         GANModule(g, d, NonSaturatingLoss(), updates="simultaneous", g_reuse_z=False)
+    with pytest.raises(ValueError, match="updates=simultaneous with compile=reduce-overhead"):
+        GANModule(g, d, NonSaturatingLoss(), updates="simultaneous", compile="reduce-overhead")
 
 
 def test_updates_key_reaches_the_module_and_other_modules_refuse_it():

@@ -106,6 +106,10 @@ class GANModule(PhasedModule):
             self.generator.compile(mode=mode)
             self.discriminator.compile(mode=mode)
             self.cudagraph_steps = mode in ("reduce-overhead", "max-autotune")
+            if self.cudagraph_steps and self.simultaneous:
+                # G's phase reads the fakes of D's phase, which a new CUDA-graph generation would overwrite
+                raise ValueError(f"updates=simultaneous with compile={compile}: CUDA graphs would overwrite the fakes "
+                                 "G's phase shares with D's; use compile=true (no CUDA graphs) or updates=alternating")
         # One D forward on cat(real, fake) halves kernel launches; only valid without batch-coupling layers.
         self.concat_d = not _has_batch_coupling(self.discriminator)
 
