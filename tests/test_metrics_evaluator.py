@@ -101,7 +101,8 @@ def test_resume_keeps_best_and_reports_at_the_end_even_without_new_steps():
 
 def test_common_keys_are_accepted_by_every_evaluator():
     common = [p for p in inspect.signature(Evaluator.__init__).parameters if p != "self"]
-    assert common == ["every_n_steps", "every_n_epochs", "n_samples", "seed", "monitor", "monitor_mode"]
+    assert common == ["every_n_steps", "every_n_epochs", "n_samples", "seed", "monitor", "monitor_mode", "samplers",
+                      "n_calibration"]
     values = {"every_n_steps": 7, "every_n_epochs": None, "n_samples": 64, "seed": 3, "monitor": "x",
               "monitor_mode": "max"}
     for cls in (ToyEvaluator, ImageEvaluator):

@@ -28,7 +28,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,14 +152,18 @@ class StackedDigitsEvaluator(ImageEvaluator):
                              "or set evaluator.classifier=<path of a digit classifier>")
 
     @torch.no_grad()
-    def compute(self, pl_module: L.LightningModule) -> dict[str, float]:
-        metrics = super().compute(pl_module)  # loads self._classifier; counts no modes for this dataset name
-        device = pl_module.device
-        # The base class's generation is not exposed, so the same fixed latents are generated once more here
-        # (a few seconds at 16 px on a CPU).
-        fake = torch.cat([pl_module.generate(z.shape[0], z=z.to(device), batch_size=self.batch_size).cpu()
-                          for z in self.eval_z.split(self.batch_size)])
-        metrics.update(count_modes(fake, self._classifier, self.batch_size))
+    def score_images(self, fakes: Iterable[Tensor], device: torch.device | str) -> dict[str, float]:
+        """The image metrics, plus modes and KL of the same images (the generator's in training, another
+        program's under ``python -m gancollapse.score --dataset stacked_digits``)."""
+        kept: list[Tensor] = []
+
+        def keep(batches: Iterable[Tensor]) -> Iterator[Tensor]:
+            for batch in batches:
+                kept.append(batch.cpu())
+                yield batch
+
+        metrics = super().score_images(keep(fakes), device)  # loads self._classifier; no modes for this name
+        metrics.update(count_modes(torch.cat(kept), self._classifier, self.batch_size))
         return metrics
 
 

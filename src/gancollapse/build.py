@@ -3,6 +3,7 @@ rebuilt exactly as it was trained."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -74,16 +75,23 @@ def build_module(cfg: DictConfig) -> GANModule:
     A module class with a ``from_config(cfg)`` classmethod builds itself from the whole config instead (models
     whose networks come from their own keys, e.g. MBRCE-AAE/ALAE)."""
     node = cfg.model.get("module")
-    if node is not None and node.get("_target_") and hasattr(get_class(node._target_), "from_config"):
-        return get_class(node._target_).from_config(cfg)
+    target = node.get("_target_") if node is not None else None
+    cls = get_class(target) if target else GANModule
+    if cfg.get("updates", "alternating") != "alternating" and "updates" not in inspect.signature(cls).parameters:
+        raise ValueError(f"updates={cfg.updates}: {cls.__name__} has no simultaneous updates (GANModule has); use "
+                         "updates=alternating")
+    if target and hasattr(cls, "from_config"):
+        return cls.from_config(cfg)
     nets = {k: instantiate_checked(v) for k, v in cfg.model.items() if k not in NET_KEYS_RESERVED and isinstance(v, DictConfig) and "_target_" in v}
     if "generator" not in nets or "discriminator" not in nets:
         raise ValueError("model config must define 'generator' and 'discriminator' nodes with a _target_")
     regularizers = {name: instantiate_checked(node) for name, node in (cfg.get("regularizer") or {}).items() if node is not None}
     optim = {k: instantiate(v) for k, v in (cfg.get("optim") or {}).items() if v is not None}
     module_cfg = cfg.model.get("module") or OmegaConf.create({"_target_": "gancollapse.models.gan.GANModule"})
-    # channels_last is passed only when on, so modules without the switch keep building with the default.
+    # channels_last and updates are passed only when not the default, so modules without the switch keep building.
     extra: dict[str, Any] = {k: cfg[k] for k in ("n_critic", "g_reuse_z", "log_every_n_steps", "skip_nonfinite", "accumulate_grad_batches", "compile", "channels_last") if k in cfg and (k != "channels_last" or cfg[k])}
+    if cfg.get("updates", "alternating") != "alternating":
+        extra["updates"] = cfg.updates
     return instantiate_checked(
         module_cfg,
         **nets,

@@ -90,7 +90,7 @@ def evaluate(handle: RunHandle, datamodule, x: torch.Tensor, z: torch.Tensor) ->
         from gancollapse.metrics.toy import mode_stats
 
         return mode_stats(x.cpu(), datamodule.centers, datamodule.std, float(evaluator.get("threshold", 3.0)),
-                          float(evaluator.get("min_fraction", 0.008))).as_dict()
+                          float(evaluator.get("min_fraction", 0.008)), int(evaluator.get("min_count", 1))).as_dict()
     try:
         from gancollapse.metrics import fid as fid_module  # noqa: F401
     except ImportError:

@@ -50,6 +50,7 @@ class TrainConfig:
     objective: Optional[str] = None  # noqa: UP045
     report: bool = False
     ensemble: int = 1
+    updates: str = "alternating"  # alternating | simultaneous
     # the config groups (typed by their targets' signatures, check_types)
     dataset: Any = None
     model: Any = None
@@ -62,6 +63,8 @@ class TrainConfig:
     trainer: Any = None
     logger: Any = None
     callbacks: Any = field(default_factory=dict)
+    # a reproduction's cells and published numbers (conf/experiment/repro/): read by make reproduce, not by training
+    repro: Any = None
     # written by gancollapse.train into the run's config.yaml
     choices: Any = None
     run_length: Any = None

@@ -87,8 +87,10 @@ RESUME_MAY_CHANGE = ("max_g_steps", "resume", "ckpt_every_n_steps", "ckpt_every_
                      "channels_last", "trainer.max_epochs", "trainer.accelerator", "trainer.devices",
                      "trainer.strategy", "trainer.num_nodes", "trainer.enable_progress_bar", "dataset.root",
                      "dataset.download", "dataset.num_workers", "dataset.on_device", "run_length", "report")
-#: keys train.yaml gained after runs were saved, with the value a saved config without one ran with
-ADDED_KEYS = {"ensemble": 1}
+#: keys added to the config tree after runs were saved, each with the value that trains as those runs did: a saved
+#: config without the key resumes when the current value is that one
+ADDED_KEYS = {"ensemble": 1, "updates": "alternating", "dataset.angles": "uniform", "dataset.axes": "cos_sin",
+              "dataset.fresh": False}
 #: where torchvision looks for a data set's files, below ``dataset.root`` (for the messages of a missing set)
 DATA_FILES = {
     "mnist": "MNIST/raw/ (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "

@@ -20,7 +20,7 @@ setting. Explicit numbers are always used as given.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -208,13 +208,21 @@ class ImageEvaluator(Evaluator):
         self._settle_sizes(device)
         if len(self.eval_z) != self.n_samples:  # auto decided other sizes than setup's guess
             self._draw_latents(pl_module)
+        self._prepare(device)  # first: building the extractor or the real statistics draws from the RNG too
+        with self.seeded(device):  # G's noise from the seed, batch by batch as they are scored
+            fakes = (pl_module.generate(z.shape[0], z=z.to(device), batch_size=self.batch_size)
+                     for z in self.eval_z.split(self.batch_size))
+            return self.score_images(fakes, device)
+
+    @torch.no_grad()
+    def score_images(self, fakes: Iterable[Tensor], device: torch.device | str) -> dict[str, float]:
+        """The metrics of generated images given as batches of floats in [-1, 1] on ``device`` (the generator's,
+        or another program's: ``python -m gancollapse.score``), against this dataset's cached real statistics."""
+        device = torch.device(device)
         self._prepare(device)
         feats, probs, modes = [], [], []
         stacked = getattr(self.datamodule, "name", "") == "stacked_mnist"
         inception_is = getattr(self._extractor, "has_logits", False)
-        with self.seeded(device):  # after _prepare: building the extractor or the real statistics draws too
-            fakes = [pl_module.generate(z.shape[0], z=z.to(device), batch_size=self.batch_size)
-                     for z in self.eval_z.split(self.batch_size)]
         for fake in fakes:
             if inception_is:  # torch-fidelity's weights are in the hub cache: IS from the same forward
                 f, logits = self._extractor.features_and_logits(fake)

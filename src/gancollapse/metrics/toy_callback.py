@@ -9,7 +9,7 @@ import lightning as L
 import torch
 
 from gancollapse.metrics.evaluator import Evaluator
-from gancollapse.metrics.toy import mode_stats
+from gancollapse.metrics.toy import check_rules, mode_stats
 from gancollapse.plots import save_gif, scatter_frame
 
 
@@ -22,7 +22,9 @@ class ToyEvaluator(Evaluator):
 
     Args (besides the common ones of :class:`~gancollapse.metrics.evaluator.Evaluator`):
         threshold: HQ radius in mixture standard deviations (VEEGAN: 3).
-        min_fraction: share of all samples a mode needs to count as captured (VEEGAN: 20 of 2,500).
+        min_fraction: share of all samples a mode needs to count as captured (platform default 0.8%; the
+            papers: 0).
+        min_count: HQ samples a mode needs to count as captured (the papers: 1).
         n_plot: points per frame.
         frames: draw the frames and the GIF.
     """
@@ -32,11 +34,11 @@ class ToyEvaluator(Evaluator):
     def __init__(self, every_n_steps: int | None = 500, every_n_epochs: int | None = None, n_samples: int = 10_000,
                  seed: int = 1234, monitor: str | None = None, monitor_mode: str = "min",
                  samplers: Mapping[str, Any] | Sequence[str] | None = None, n_calibration: int = 2000,
-                 threshold: float = 3.0, min_fraction: float = 0.008, n_plot: int = 1000, frames: bool = True) -> None:
+                 threshold: float = 3.0, min_fraction: float = 0.008, n_plot: int = 1000, frames: bool = True,
+                 min_count: int = 1) -> None:
         super().__init__(every_n_steps, every_n_epochs, n_samples, seed, monitor, monitor_mode, samplers, n_calibration)
-        if threshold <= 0:
-            raise ValueError(f"evaluator.threshold must be > 0, got {threshold}")
-        self.threshold, self.min_fraction = float(threshold), float(min_fraction)
+        check_rules(threshold, min_fraction, min_count)
+        self.threshold, self.min_fraction, self.min_count = float(threshold), float(min_fraction), int(min_count)
         self.n_plot, self.frames = int(n_plot), bool(frames)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -50,7 +52,7 @@ class ToyEvaluator(Evaluator):
     def compute(self, pl_module: L.LightningModule) -> dict[str, float]:
         dm = self.datamodule
         fake = pl_module.generate(len(self.eval_z), z=self.eval_z).cpu()
-        return mode_stats(fake, dm.centers, dm.std, self.threshold, self.min_fraction).as_dict()
+        return mode_stats(fake, dm.centers, dm.std, self.threshold, self.min_fraction, self.min_count).as_dict()
 
     def after_evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, metrics: dict[str, float],
                        step: int) -> None:

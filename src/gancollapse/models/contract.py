@@ -32,7 +32,7 @@ REGULARIZER_HOOKS = ("d_terms", "g_terms", "apply_to_nets", "after_d_step", "fil
                      "g_discriminator")
 #: top-level keys that only some models' steps read; a model that does not read one refuses any value other
 #: than the default (:data:`TOP_LEVEL_DEFAULTS`), which stands for "not chosen"
-MODEL_KEYS = ("n_critic", "g_reuse_z", "accumulate_grad_batches", "compile", "channels_last", "ensemble")
+MODEL_KEYS = ("n_critic", "g_reuse_z", "accumulate_grad_batches", "compile", "channels_last", "ensemble", "updates")
 
 
 @dataclass(frozen=True)

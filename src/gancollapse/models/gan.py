@@ -3,6 +3,12 @@
 The schedule: one discriminator step per batch, and a generator step after every ``n_critic``-th one
 (the MaEM seed's ``batch_idx % G_split_num == 0`` rule), G reusing D's z when ``g_reuse_z``. The math
 lives in :mod:`gancollapse.losses` and :mod:`gancollapse.regularizers`; this class only wires it.
+
+``updates``: ``alternating`` (default) steps D, then computes G's loss against the updated D;
+``simultaneous`` takes both gradients at the step's starting parameters, on the same real batch and fakes,
+then steps both — ALI's ``ali_algorithm`` (one theano update for D and G), which PacGAN trains with
+(fjxmlzn/PacGAN ``synthetic_data_experiments/*/pacgan_task.py``), and the single ``sess.run([g_train_op,
+d_train_op])`` of the Unrolled GAN notebook and GDPP's ``gdppgan_Synthetic.py``.
 """
 
 from __future__ import annotations
@@ -21,13 +27,15 @@ from gancollapse.models.phased import PhaseBatch, PhasedModule
 from gancollapse.regularizers.base import Regularizer, Step
 from gancollapse.samplers.prior import PriorSampler
 
+UPDATES = ("alternating", "simultaneous")
+
 
 def _has_batch_coupling(net: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
 
 
 class GANModule(PhasedModule):
-    """A GAN trained by alternating D and G steps.
+    """A GAN trained by alternating (or simultaneous) D and G steps.
 
     Args:
         generator / discriminator: the nets (already instantiated).
@@ -48,6 +56,7 @@ class GANModule(PhasedModule):
             which uses CUDA graphs on GPU); state-dict keys are unchanged, so checkpoints stay loadable.
         channels_last: NHWC layout for both nets and the real batch (faster convs on tensor-core GPUs; the
             losses are unchanged up to float round-off).
+        updates: ``alternating`` or ``simultaneous`` (module docstring; needs n_critic = 1 and g_reuse_z).
     """
 
     optimizer_names = ("generator", "discriminator")
@@ -55,7 +64,7 @@ class GANModule(PhasedModule):
     log_phase = "d"
     config_use = ConfigUse("GAN", hooks=frozenset(REGULARIZER_HOOKS),
                            keys=frozenset({"n_critic", "g_reuse_z", "accumulate_grad_batches", "compile", "channels_last",
-                                           "ensemble"}))
+                                           "ensemble", "updates"}))
 
     def __init__(
         self,
@@ -73,11 +82,18 @@ class GANModule(PhasedModule):
         accumulate_grad_batches: int = 1,
         compile: bool | str = False,
         channels_last: bool = False,
+        updates: str = "alternating",
     ) -> None:
         super().__init__()
         for key, val in (("n_critic", n_critic), ("z_dim", z_dim)):
             if int(val) < 1:
                 raise ValueError(f"{key} must be >= 1, got {val}")
+        if updates not in UPDATES:
+            raise ValueError(f"updates={updates!r}: unknown; use alternating or simultaneous")
+        if updates == "simultaneous" and (int(n_critic) != 1 or not g_reuse_z):
+            raise ValueError(f"updates=simultaneous needs n_critic=1 and g_reuse_z=true (D and G step together on the "
+                             f"same fakes), got n_critic={n_critic}, g_reuse_z={g_reuse_z}; set them, or "
+                             "updates=alternating")
         self.init_skeleton(optim, log_every_n_steps, skip_nonfinite, accumulate_grad_batches)
         self.generator = generator
         self.discriminator = discriminator
@@ -87,6 +103,8 @@ class GANModule(PhasedModule):
             reg.apply_to_nets(self.generator, self.discriminator)
         self.prior = prior or PriorSampler()
         self.z_dim, self.n_critic, self.g_reuse_z = int(z_dim), int(n_critic), bool(g_reuse_z)
+        self.updates = updates
+        self.simultaneous = updates == "simultaneous"
         if channels_last:
             self.use_channels_last(self.generator, self.discriminator)
         if compile:
@@ -94,6 +112,10 @@ class GANModule(PhasedModule):
             self.generator.compile(mode=mode)
             self.discriminator.compile(mode=mode)
             self.cudagraph_steps = mode in ("reduce-overhead", "max-autotune")
+            if self.cudagraph_steps and self.simultaneous:
+                # G's phase reads the fakes of D's phase, which a new CUDA-graph generation would overwrite
+                raise ValueError(f"updates=simultaneous with compile={compile}: CUDA graphs would overwrite the fakes "
+                                 "G's phase shares with D's; use compile=true (no CUDA graphs) or updates=alternating")
         # One D forward on cat(real, fake) halves kernel launches; only valid without batch-coupling layers.
         self.concat_d = not _has_batch_coupling(self.discriminator)
         # D's features ride along with the forward each phase already does (GDPP).
@@ -112,7 +134,8 @@ class GANModule(PhasedModule):
     def applied(self) -> dict[str, Any]:
         return {"model": self.config_use.name, "loss": self.objective.describe(),
                 "regularizers": self.applied_regularizers(), "prior": self.prior.describe(),
-                "optimizers": self.applied_optimizers(), "n_critic": self.n_critic, "g_reuse_z": self.g_reuse_z}
+                "optimizers": self.applied_optimizers(), "n_critic": self.n_critic, "g_reuse_z": self.g_reuse_z,
+                "updates": "simultaneous" if self.simultaneous else "alternating"}
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
@@ -161,8 +184,13 @@ class GANModule(PhasedModule):
 
     def d_loss(self, pb: PhaseBatch) -> dict[str, Tensor]:
         real, z = pb.real, pb.z
-        with torch.no_grad():
-            fake = self.generator(z)
+        if self.simultaneous:
+            # G's phase scores these very fakes (one G forward per step, one BatchNorm statistics update)
+            pb.extras["fake"] = self.generator(z)
+            fake = pb.extras["fake"].detach()
+        else:
+            with torch.no_grad():
+                fake = self.generator(z)
         d_real, d_fake, f_real, f_fake = self._d_forward(real, fake)
         loss = self.objective.d_loss(d_real, d_fake)
         step = Step("d", real, fake, z, d_real, d_fake, self.generator, self.discriminator, self.d_steps,
@@ -178,7 +206,8 @@ class GANModule(PhasedModule):
         # computing them (~1/6 of the FLOPs); the graph keeps no reference to the flag afterwards.
         self.discriminator.requires_grad_(False)
         try:
-            fake = self.generator(z)
+            fake = pb.extras.pop("fake", None)
+            fake = self.generator(z) if fake is None else fake
             step = Step("g", pb.real, fake, z, None, None, self.generator, self.discriminator, self.g_steps,
                         self.current_epoch)
             d_net = self.g_discriminator(step)

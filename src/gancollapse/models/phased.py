@@ -138,6 +138,9 @@ class PhasedModule(L.LightningModule):
     optim_keys_refused: ClassVar[Mapping[str, str]] = {}
     #: the latent prior p0(z) of training and evaluation (``prior`` config group)
     prior: PriorSampler
+    #: simultaneous updates: every phase of a step takes its gradient before any phase steps (ALI/PacGAN's
+    #: one theano update, the Unrolled GAN notebook's one ``sess.run``); False: each phase steps in turn.
+    simultaneous: bool = False
 
     def init_skeleton(self, optim: DictConfig | Mapping | None, log_every_n_steps: int, skip_nonfinite: bool,
                       accumulate_grad_batches: int) -> None:
@@ -290,14 +293,22 @@ class PhasedModule(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int = 0) -> None:
         pb = self.phase_batch(batch)
         logged_before = self.steps.get(self.log_phase, 0)
+        due: list[tuple[str, Tensor]] = []
         for phase in self.phases():
             if self.cudagraph_steps:
                 # The previous phase's graph outputs are dead (its backward and step are done): say so, or
                 # CUDA-graph trees keep them alive and refuse to replay a graph that would overwrite them.
                 torch.compiler.cudagraph_mark_step_begin()
             out = getattr(self, f"{phase}_loss")(pb)
-            self._update(out["loss"], phase)
+            if self.simultaneous:
+                # every phase's gradient at the parameters the step started from; all steps afterwards
+                if self._backward(out["loss"], phase):
+                    due.append((phase, out["loss"]))
+            else:
+                self._update(out["loss"], phase)
             self._pending_logs.update({k: v for k, v in out.items() if k != "loss"})
+        for phase, loss in due:
+            self._step(loss, phase)
         done = self.steps.get(self.log_phase, 0)
         if done != logged_before and done % self.log_every_n_steps == 0:
             self.emit_logs(self._pending_logs)
@@ -307,8 +318,15 @@ class PhasedModule(L.LightningModule):
 
         Owns: gradient accumulation (the optimizer steps on the A-th micro-batch), NudgedAdam's spectral
         check when it is due, non-finite skipping on the device, the per-phase step and skip counters, and
-        :meth:`after_update`.
+        :meth:`after_update`. Its two halves, :meth:`_backward` and :meth:`_step`, are called apart for
+        :attr:`simultaneous` updates.
         """
+        if self._backward(loss, phase):
+            self._step(loss, phase)
+
+    def _backward(self, loss: Tensor, phase: str) -> bool:
+        """The gradient half of :meth:`_update`; True when this micro-batch completes the optimizer's
+        accumulation, i.e. :meth:`_step` is due."""
         opt = self._optimizer(phase)
         inner = _inner(opt)
         micro = self.micro.get(phase, 0)
@@ -323,8 +341,12 @@ class PhasedModule(L.LightningModule):
         else:
             scaled = loss / self.accumulate if self.accumulate > 1 else loss
             self.manual_backward(scaled) if self._trainer is not None else scaled.backward()
-        if not last:
-            return
+        return last
+
+    def _step(self, loss: Tensor, phase: str) -> None:
+        """The parameter half of :meth:`_update`: the (masked) optimizer step, counters, :meth:`after_update`."""
+        opt = self._optimizer(phase)
+        inner = _inner(opt)
         if self.skip_nonfinite:
             params = [p for g in inner.param_groups for p in g["params"]]
             found = torch.maximum(self._found[phase], found_nonfinite(loss, params))
