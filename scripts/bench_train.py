@@ -35,7 +35,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from gancollapse.build import build_datamodule, build_module
 from gancollapse.callbacks import MaxGSteps
-from gancollapse.train import CONF_DIR
+from gancollapse.paths import CONF_DIR
 
 PRESETS = {
     "hinge": ["dataset=digits", "model=dcgan32", "loss=hinge", "optim=adam", "z_dim=128"],

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     from gancollapse.build import build_datamodule
     from gancollapse.data.images import FolderDataModule
     from gancollapse.data.tfrecord import split_indices, write_tfrecords
-    from gancollapse.train import CONF_DIR
+    from gancollapse.paths import CONF_DIR
 
     if args.folder:
         dm = FolderDataModule(path=args.folder, img_size=args.size, channels=args.channels or 3, crop=args.crop,

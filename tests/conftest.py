@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 
 from gancollapse.data.images import DigitsDataModule
 from gancollapse.data.tfrecord import split_indices, write_tfrecords
-from gancollapse.train import CONF_DIR
+from gancollapse.paths import CONF_DIR
 
 torch.set_num_threads(1)
 os.environ.setdefault("WANDB_MODE", "offline")

@@ -14,7 +14,8 @@ from hydra.utils import get_class, instantiate
 from gancollapse.paths import CONF_DIR
 from gancollapse.report import write_report
 from gancollapse.runio import RunError
-from gancollapse.train import run, validate
+from gancollapse.runner import validate
+from gancollapse.train import run
 from tests.conftest import TINY, aae_overrides, compose_cfg
 
 QUIET = ["evaluator=none", "max_g_steps=2", "callbacks.progress_bar=null"]

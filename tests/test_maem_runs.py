@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import gancollapse
-from gancollapse.train import CONF_DIR, run
+from gancollapse.paths import CONF_DIR
+from gancollapse.train import run
 
 from .conftest import compose_cfg
 

@@ -16,7 +16,7 @@ from gancollapse.metrics.evaluator import Evaluator
 from gancollapse.metrics.image_callback import ImageEvaluator
 from gancollapse.metrics.toy_callback import ToyEvaluator
 from gancollapse.paths import CONF_DIR
-from gancollapse.train import build_callbacks
+from gancollapse.runner import build_callbacks
 
 DATASETS = ["celeba", "cifar10", "digits", "grid", "image_folder", "mnist", "ring", "stacked_mnist", "tfrecord"]
 TOYS = {"ring", "grid"}

@@ -12,8 +12,9 @@ from omegaconf import OmegaConf
 
 import gancollapse
 from gancollapse.metrics.toy import mode_stats
+from gancollapse.paths import CONF_DIR
 from gancollapse.sample import image_metrics, main, parse_args
-from gancollapse.train import CONF_DIR, run
+from gancollapse.train import run
 
 
 @pytest.fixture(scope="module")

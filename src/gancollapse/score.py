@@ -176,7 +176,7 @@ def _batches(x: Tensor, size: int, device: torch.device) -> Iterator[Tensor]:
 def score_images(x: Tensor, cfg: DictConfig, path: str, n: int | None = None, device: str = "auto") -> dict[str, float]:
     """The dataset's image evaluator (FID, KID, PRDC; IS and modes with a classifier) on another program's images."""
     from gancollapse.metrics.image_callback import ImageEvaluator
-    from gancollapse.train import setup_data
+    from gancollapse.runner import setup_data
 
     dm = build_datamodule(cfg)
     if not hasattr(dm, "img_size"):

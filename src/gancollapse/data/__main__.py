@@ -14,9 +14,9 @@ from pathlib import Path
 
 from torchvision.datasets import CIFAR10, MNIST, CelebA
 
+from gancollapse.data import DATA_FILES
 from gancollapse.data.images import DEFAULT_ROOT
 from gancollapse.runio import RunError, one_line, one_line_errors
-from gancollapse.train import DATA_FILES
 
 #: data set name (as in ``conf/dataset/<name>.yaml``) → how torchvision fetches it into a root
 FETCHERS: dict[str, Callable[[str], object]] = {
