@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     from hydra import compose, initialize_config_dir
 
-    from gancollapse.build import build_datamodule
     from gancollapse.data.images import FolderDataModule
     from gancollapse.data.tfrecord import split_indices, write_tfrecords
+    from gancollapse.instantiate import build_datamodule
     from gancollapse.paths import CONF_DIR
 
     if args.folder:

@@ -9,8 +9,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from gancollapse.build import build_datamodule, build_module
+from gancollapse.build import build_module
 from gancollapse.data.tfrecord import TFRecordDataModule, meta_path, resolve_from_meta, write_tfrecords
+from gancollapse.instantiate import build_datamodule
 from gancollapse.metrics.evaluator import Evaluator
 from gancollapse.metrics.image_callback import ImageEvaluator, eval_sizes_message, resolve_eval_sizes
 from gancollapse.paths import CONF_DIR

@@ -12,7 +12,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import gancollapse
-from gancollapse.build import build_datamodule, build_module
+from gancollapse.build import build_module
+from gancollapse.instantiate import build_datamodule
 from gancollapse.paths import CONF_DIR
 from gancollapse.train import run
 

@@ -12,9 +12,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch import nn
 
-from gancollapse.build import build_datamodule, build_module
+from gancollapse.build import build_module
 from gancollapse.classifier import SmallClassifier, predict_proba, save_classifier, train_classifier
 from gancollapse.data.images import DigitsDataModule, to_float
+from gancollapse.instantiate import build_datamodule
 from gancollapse.metrics.inception_score import inception_score
 from gancollapse.metrics.observatory import (
     CollapseObservatory,

@@ -13,8 +13,9 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from gancollapse.build import build_datamodule, build_module
+from gancollapse.build import build_module
 from gancollapse.data.toy import ToyDataModule, ring_centers
+from gancollapse.instantiate import build_datamodule
 from gancollapse.metrics.toy import captured_modes, mode_histogram, mode_stats
 from gancollapse.metrics.toy_callback import ToyEvaluator
 from gancollapse.nets.mlp import MLP, Maxout

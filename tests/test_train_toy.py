@@ -13,7 +13,8 @@ import torch
 from hydra.errors import MissingConfigException
 
 import gancollapse
-from gancollapse.build import build_datamodule, build_module
+from gancollapse.build import build_module
+from gancollapse.instantiate import build_datamodule
 from gancollapse.losses import NonSaturatingLoss
 from gancollapse.metrics.toy import mode_stats
 from gancollapse.train import run

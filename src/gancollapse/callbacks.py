@@ -17,7 +17,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
 from omegaconf import DictConfig, OmegaConf
 
-from gancollapse.runio import LAST, atomic_write_text, rng_state, set_rng_state
+from gancollapse.runio import LAST, atomic_write_text, divergence_message, rng_state, set_rng_state
 
 
 class MaxGSteps(L.Callback):
@@ -77,16 +77,6 @@ def stop_before_training(signum: int, frame: FrameType | None) -> None:
 def can_handle_signals() -> bool:
     """Python sets signal handlers only in the main thread (``train.run`` may be called from another)."""
     return threading.current_thread() is threading.main_thread()
-
-
-def divergence_message(streaks: dict[str, int], skips: dict[str, int], g_steps: Any, limit: int) -> str | None:
-    """Why a run stops as diverged when some phase skipped ``limit`` or more optimizer steps in a row (their
-    loss or gradient was non-finite); None while none has. ``streaks``/``skips``: per phase, in a row / in all."""
-    worst = max(streaks, key=streaks.get, default=None)
-    if worst is None or streaks[worst] < limit:
-        return None
-    return (f"the run diverged: {streaks[worst]} consecutive optimizer steps of phase '{worst}' had a non-finite "
-            f"loss or gradient (at G step {g_steps}; nonfinite_skips={sum(skips.values())} in all)")
 
 
 class RunGuard(Checkpoint):

@@ -31,10 +31,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gancollapse.aggregate import ENSEMBLE_FILE, aggregate_group, mean_std, objective_value
-from gancollapse.build import build_datamodule, build_module
-from gancollapse.build import instantiate_checked as instantiate
+from gancollapse.build import build_module
 from gancollapse.callbacks import RunGuard, RunSummary
 from gancollapse.data.ensemble import EnsembleDataModule
+from gancollapse.instantiate import build_datamodule
+from gancollapse.instantiate import instantiate_checked as instantiate
 from gancollapse.metrics.evaluator import Evaluator
 from gancollapse.models.ensemble import EnsembleGAN, check_config, ensemble_size
 from gancollapse.runio import (

@@ -30,8 +30,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gancollapse.aggregate import flatten
-from gancollapse.build import build_datamodule, build_module, sampler_config, with_run_prior
-from gancollapse.build import instantiate_checked as instantiate
+from gancollapse.build import build_module, sampler_config, with_run_prior
 from gancollapse.callbacks import (
     MaxGSteps,
     RunGuard,
@@ -41,6 +40,8 @@ from gancollapse.callbacks import (
     stop_before_training,
 )
 from gancollapse.data import DATA_FILES
+from gancollapse.instantiate import build_datamodule
+from gancollapse.instantiate import instantiate_checked as instantiate
 from gancollapse.models.contract import check_config
 from gancollapse.models.ensemble import check_config as check_ensemble
 from gancollapse.runio import (

@@ -33,7 +33,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from gancollapse.build import build_datamodule, instantiate_checked
+from gancollapse.instantiate import build_datamodule, instantiate_checked
 from gancollapse.metrics.toy import mode_stats
 from gancollapse.paths import CONF_DIR
 from gancollapse.runio import RunError, one_line_errors

@@ -37,7 +37,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from gancollapse.callbacks import divergence_message
 from gancollapse.models.gan import GANModule
 from gancollapse.models.phased import found_nonfinite
 from gancollapse.nets.stacked import StackedMLP
@@ -47,6 +46,7 @@ from gancollapse.regularizers.r1 import R1, r1_penalty
 from gancollapse.regularizers.spectral_norm import SpectralNorm
 from gancollapse.regularizers.topk import TopK, topk_count
 from gancollapse.regularizers.weight_clipping import WeightClipping
+from gancollapse.runio import divergence_message
 
 #: regularizers that are pure functions of the step (or model surgery), so batching them is exact
 SUPPORTED_REGULARIZERS = (GradientPenalty, R1, WeightClipping, SpectralNorm, TopK)

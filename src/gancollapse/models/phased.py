@@ -138,6 +138,9 @@ class PhasedModule(L.LightningModule):
     optim_keys_refused: ClassVar[Mapping[str, str]] = {}
     #: the latent prior p0(z) of training and evaluation (``prior`` config group)
     prior: PriorSampler
+    #: the run's length in G steps (``max_g_steps``; set by :func:`gancollapse.build.build_module`), None when
+    #: epochs decide it: schedules tied to the run's length read it
+    max_g_steps: int | None = None
     #: simultaneous updates: every phase of a step takes its gradient before any phase steps (ALI/PacGAN's
     #: one theano update, the Unrolled GAN notebook's one ``sess.run``); False: each phase steps in turn.
     simultaneous: bool = False
