@@ -145,3 +145,25 @@ def test_report_labels_rows_from_what_was_applied(tmp_path):
     (run_dir / "config.yaml").write_text(cfg.replace("loss: hinge", "loss: standard").replace("HingeLoss", "StandardLoss"))
     md = write_report(tmp_path).read_text()
     assert "| hinge | r1 |" in md and "standard" not in md.split("\n", 3)[-1]
+
+
+def test_every_model_offers_the_contract_and_its_capabilities(digits16, tmp_path):
+    """gancollapse.models.contract: every model is Generative; the rest are capabilities callbacks may require."""
+    from gancollapse.build import build_module
+    from gancollapse.models.contract import Adversarial, Autoencoding, Generative, HessianProbe, Progressive
+
+    offers = {"gan": {Adversarial}, "distgan": {Adversarial, HessianProbe}, "mbrce": {Autoencoding, Progressive},
+              "alae": {Autoencoding, Progressive}}
+    for model, expected in offers.items():
+        module = build_module(compose_cfg(_base(model, digits16, tmp_path), tiny=False))
+        assert isinstance(module, Generative), model
+        got = {c for c in (Adversarial, Autoencoding, HessianProbe, Progressive) if isinstance(module, c)}
+        assert got == expected, model
+
+
+def test_a_callback_needing_what_the_model_lacks_is_refused_at_start_up(digits16, tmp_path):
+    cfg = compose_cfg([*_base("mbrce", digits16, tmp_path), "+callbacks=observatory"], tiny=False)
+    with pytest.raises(RunError, match=r"^callbacks.observatory: needs a model with Adversarial \(a generator and a "
+                                       r"per-sample discriminator.*MBRCE-AAE/ALAE has none"):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

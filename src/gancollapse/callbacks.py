@@ -17,6 +17,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
 from omegaconf import DictConfig, OmegaConf
 
+from gancollapse.models.contract import Generative
 from gancollapse.runio import LAST, atomic_write_text, divergence_message, rng_state, set_rng_state
 
 
@@ -257,7 +258,7 @@ class RunSummary:
                 "nonfinite_skips": sum(pl_module.nonfinite_skips.values()),
                 **{k: _clean(v) for k, v in pl_module.latest_eval.items()},
             })
-            if callable(getattr(pl_module, "applied", None)):
+            if isinstance(pl_module, Generative):
                 applied = pl_module.applied()
                 summary.update(applied_labels(applied))
                 summary["applied"] = applied

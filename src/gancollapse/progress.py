@@ -38,6 +38,7 @@ from rich.progress import (
 )
 
 from gancollapse.callbacks import MaxGSteps
+from gancollapse.models.contract import Generative, Progressive
 from gancollapse.runio import LAST
 
 MODES = ("auto", "rich", "plain")
@@ -152,7 +153,7 @@ class RunProgress(ProgressBar):
 
     def _estimate_total(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch_start: bool = False) -> int | None:
         max_g = self._max_g_steps(trainer)
-        if max_g is not None or not hasattr(pl_module, "g_steps"):
+        if max_g is not None or not isinstance(pl_module, Generative):
             self._unit = "G step"
             return max_g
         self._unit = "batch"
@@ -171,7 +172,7 @@ class RunProgress(ProgressBar):
         parts = []
         if self._unit == "batch":
             parts.append(f"epoch {min(trainer.current_epoch + 1, trainer.max_epochs)}/{trainer.max_epochs}")
-            if hasattr(pl_module, "lod"):
+            if isinstance(pl_module, Progressive):
                 parts.append(f"lod {int(pl_module.lod)}")
         for k, v in trainer.progress_bar_metrics.items():
             if isinstance(v, int | float) and not isinstance(v, bool):

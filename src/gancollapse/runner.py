@@ -42,7 +42,7 @@ from gancollapse.callbacks import (
 from gancollapse.data import DATA_FILES
 from gancollapse.instantiate import build_datamodule
 from gancollapse.instantiate import instantiate_checked as instantiate
-from gancollapse.models.contract import check_config
+from gancollapse.models.contract import check_config, refuse_missing_capabilities
 from gancollapse.models.ensemble import check_config as check_ensemble
 from gancollapse.runio import (
     LAST,
@@ -174,11 +174,13 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, module: L.LightningModule) -
         raise ValueError("dataset.evaluator / dataset.monitor are no longer read: evaluation is the `evaluator` "
                          "config group (conf/evaluator/). Move the overrides to evaluator.<key> (e.g. "
                          "evaluator.every_n_steps=500, evaluator.monitor=null); evaluator=none turns it off")
-    callbacks: list[L.Callback] = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    named = {f"callbacks.{k}": instantiate(c) for k, c in (cfg.get("callbacks") or {}).items() if c is not None}
     evaluator = cfg.get("evaluator") or None  # evaluator=none composes to an empty node (see without_orphans)
     if evaluator is not None:
         node = OmegaConf.masked_copy(evaluator, [k for k in evaluator if k != "samplers"])
-        callbacks.append(instantiate(node, samplers=evaluation_samplers(cfg)))
+        named["evaluator"] = instantiate(node, samplers=evaluation_samplers(cfg))
+    refuse_missing_capabilities(module, named)  # e.g. the observatory on a model without a discriminator
+    callbacks: list[L.Callback] = list(named.values())
     ckpt_dir = run_dir / "checkpoints"
     monitor = evaluator.get("monitor") if evaluator is not None else None
     if monitor:  # nothing to monitor without the evaluator that logs it

@@ -43,6 +43,7 @@ from gancollapse.metrics.features import RealStats, extract_features
 from gancollapse.metrics.fid import fid_from_features
 from gancollapse.metrics.image_callback import ImageEvaluator
 from gancollapse.metrics.observatory import class_coverage
+from gancollapse.models.contract import Autoencoding, Progressive
 from gancollapse.runio import file_lock
 
 log = logging.getLogger("gancollapse")
@@ -83,6 +84,11 @@ class AAEEvaluator(ImageEvaluator):
         figures: write the figures into ``<run>/figures/`` at the end of training.
         figure_seed: seed of the sample latents and held-out images in the figures.
     """
+
+    @property
+    def requires(self) -> tuple[type, ...]:
+        """Samples, an encoder and decoder (reconstructions), and the lod schedule (metrics at the top lod)."""
+        return (*super().requires, Autoencoding, Progressive)
 
     def __init__(self, n_recon: int | None = None, coverage_min_fraction: float = 0.1, classifier_epochs: int = 5,
                  figures: bool = True, figure_seed: int = 0, **kwargs) -> None:

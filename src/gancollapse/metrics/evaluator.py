@@ -28,6 +28,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from gancollapse.models.contract import Adversarial, Generative
+
 
 class Evaluator(L.Callback):
     """Schedule and bookkeeping shared by the evaluators.
@@ -50,6 +52,12 @@ class Evaluator(L.Callback):
 
     #: prefix of the bookkeeping keys ``<namespace>/g_step`` and ``<namespace>/seconds``
     namespace = "eval"
+
+    @property
+    def requires(self) -> tuple[type, ...]:
+        """What the model must offer (:mod:`gancollapse.models.contract`): samples; and a per-sample D when
+        D-guided samplers are scored (``samplers``)."""
+        return (Generative, Adversarial) if self.samplers else (Generative,)
 
     def __init__(self, every_n_steps: int | None = 1000, every_n_epochs: int | None = None, n_samples: int = 10_000,
                  seed: int = 1234, monitor: str | None = None, monitor_mode: str = "min",

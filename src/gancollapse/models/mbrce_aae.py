@@ -71,10 +71,11 @@ from gancollapse.aae.checkpoints import LodCheckpoint
 from gancollapse.aae.ema import ema_beta
 from gancollapse.aae.lod import LodSchedule, blend_real_images, lod_of
 from gancollapse.aae.renyi import ESTIMATORS, KERNELS, renyi_divergence
+from gancollapse.data import images_of
 from gancollapse.instantiate import build_datamodule, instantiate_checked, prior_config
 from gancollapse.models.contract import ConfigUse
 from gancollapse.models.distgan import frozen
-from gancollapse.models.phased import PhaseBatch, PhasedModule, _as_batch, _inner
+from gancollapse.models.phased import PhaseBatch, PhasedModule, _inner
 from gancollapse.runio import RunError
 from gancollapse.samplers.prior import PriorSampler
 
@@ -507,7 +508,7 @@ class MBRCEAAEModule(PhasedModule):
 
     def phase_batch(self, batch: Any) -> PhaseBatch:
         self._start_batch()
-        real = blend_real_images(_as_batch(batch), self.lod, self.blend)
+        real = blend_real_images(images_of(batch), self.lod, self.blend)
         return PhaseBatch(real, self.sample_z(real.shape[0]))
 
     def divergence(self, u: Tensor, v: Tensor) -> Tensor:
