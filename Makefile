@@ -31,8 +31,9 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "" tests
 
-lint: $(STAMP)
+lint: $(STAMP)   # style (ruff) and the layers (lint-imports: the contracts in pyproject.toml, docs/ARCHITECTURE.md)
 	$(PY) -m ruff check src tests scripts
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	$(PY) scripts/bench_toy.py

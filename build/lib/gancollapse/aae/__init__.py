@@ -1,0 +1,1 @@
+"""MBRCE-AAE: matrix-based Rényi cross-entropy adversarial latent autoencoders (Sledge & Príncipe)."""

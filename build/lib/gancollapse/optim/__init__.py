@@ -1,0 +1,1 @@
+"""Optimisation tools: Lanczos on Hessian-vector products and NuGAN's nudged Adam."""
