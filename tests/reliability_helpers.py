@@ -32,8 +32,8 @@ os.environ.setdefault("WANDB_MODE", "offline")
 TOY_QUIET = ["model.generator.hidden=64", "model.discriminator.hidden=64", "dataset.n_samples=2000",
              "dataset.batch_size=200", "callbacks.progress_bar=null", "log_every_n_steps=10", "evaluator=none"]
 TOY = [*TOY_QUIET[:-1], "evaluator.every_n_steps=100", "evaluator.n_samples=500", "evaluator.frames=false"]
-# Tiny DCGAN-32 on the embedded digits (56 batches of 32 per epoch). No evaluator: its feature net is built with
-# the global RNG at the first evaluation (see docs/RELIABILITY.md).
+# Tiny DCGAN-32 on the embedded digits (56 batches of 32 per epoch), no evaluator (cheaper; evaluations run on a
+# fork of the RNG and would not change the comparison, docs/RELIABILITY.md 5b).
 DIGITS = ["dataset=digits", "model.generator.base=8", "model.discriminator.base=8", "dataset.batch_size=32",
           "evaluator=none", "callbacks.progress_bar=null", "log_every_n_steps=5"]
 # What differs between two identical runs: wall-clock time.
