@@ -14,7 +14,7 @@ from pathlib import Path
 
 from torchvision.datasets import CIFAR10, MNIST, CelebA
 
-from gancollapse.data.images import DEFAULT_ROOT
+from gancollapse.data.downloads import DEFAULT_ROOT
 from gancollapse.runio import RunError, one_line, one_line_errors
 from gancollapse.train import DATA_FILES
 
