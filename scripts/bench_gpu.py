@@ -45,7 +45,7 @@ import torchvision
 import tqdm
 from PIL import Image
 
-from gancollapse.data.images import DigitsDataModule
+from gancollapse.data.digits import DigitsDataModule
 from gancollapse.losses import HingeLoss
 from gancollapse.metrics.image_callback import ImageEvaluator
 from gancollapse.models.gan import GANModule

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from .conftest import compose_cfg
+from .conftest import compose_cfg, error_line
 from .reliability_helpers import cli
 
 QUICK = ["callbacks.progress_bar=null", "max_g_steps=2"]
@@ -60,11 +60,7 @@ TRAIN = [
 def _one_error_line(out: str) -> str:
     """The output ends in its only ``error:`` line, with no traceback (``<what> — <fix>`` where the fix is more
     than "change the value": a component's own range check says only what is wrong)."""
-    lines = [line for line in out.splitlines() if line.strip()]
-    assert "Traceback" not in out, out[-3000:]
-    assert lines and lines[-1].startswith("error: "), out[-3000:]
-    assert sum(line.startswith("error:") for line in lines) == 1, out[-3000:]
-    return lines[-1]
+    return error_line(out, with_fix=False)
 
 
 @pytest.mark.parametrize("args,expected", TRAIN, ids=[" ".join(a) for a, _ in TRAIN])

@@ -11,19 +11,20 @@ import pytest
 import torch
 
 import gancollapse
-import gancollapse.data.images as images_mod
+import gancollapse.data.stacked as stacked_mod
 from gancollapse.classifier import default_classifier_path, load_classifier, main, predict_proba
-from gancollapse.data.images import DigitsDataModule, StackedMNISTDataModule, to_float
+from gancollapse.data.convert import to_float
+from gancollapse.data.digits import DigitsDataModule
+from gancollapse.data.stacked import StackedMNISTDataModule
 from gancollapse.metrics.features import build_feature_extractor
 from gancollapse.metrics.i_variance import i_variance
 from gancollapse.metrics.image_callback import ImageEvaluator
 from gancollapse.metrics.inception_score import inception_score
 from gancollapse.metrics.mode_count import mode_stats, stacked_modes
 from gancollapse.train import run
-from tests.conftest import compose_cfg
+from tests.conftest import TINY_DCGAN, StandInGenerator, compose_cfg
 
-TINY_IMG = ["model=dcgan32", "loss=hinge", "optim=adam", "model.generator.base=4", "model.discriminator.base=4",
-            "callbacks.progress_bar=null", "logger=none"]
+TINY_IMG = [*TINY_DCGAN, "logger=none"]
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +38,10 @@ def digits_classifier(tmp_path_factory) -> Path:
 
 def _held_out_digits() -> tuple[torch.Tensor, torch.Tensor]:
     """The 10 % of digits ``train_classifier`` holds out (its split: randperm from seed 0)."""
-    dm = DigitsDataModule(img_size=32)
-    dm.setup()
-    n = len(dm.data.labels)
+    data = DigitsDataModule(img_size=32).load()
+    n = len(data.labels)
     val = torch.randperm(n, generator=torch.Generator().manual_seed(0))[: round(n * 0.1)]
-    return to_float(dm.data.images[val]), dm.data.labels[val]
+    return to_float(data.images[val]), data.labels[val]
 
 
 def test_classifier_cli_trains_on_digits_and_classifies_held_out_digits(digits_classifier):
@@ -56,17 +56,12 @@ def test_classifier_cli_trains_on_digits_and_classifies_held_out_digits(digits_c
     assert build_feature_extractor("classifier", classifier=str(out))(x[:3]).shape == (3, 128)
 
 
-class _Replay(torch.nn.Module):
+class _Replay(StandInGenerator):
     """A stand-in generator: "G(z)" is ``pool[z[:, 0]]``, so the evaluator scores images we chose."""
 
     def __init__(self, pool: torch.Tensor) -> None:
         super().__init__()
         self.pool = pool
-        self.latest_eval: dict[str, float] = {}
-
-    @property
-    def device(self) -> torch.device:
-        return torch.device("cpu")
 
     def generate(self, n: int, z: torch.Tensor, batch_size: int = 10_000) -> torch.Tensor:
         return self.pool[z[:, 0].long()]
@@ -116,11 +111,10 @@ def stacked_digits(tmp_path, monkeypatch, digits_classifier):
     for mnist-32px-1ch, where ``classifier: auto`` looks."""
 
     def fake_mnist(root, download, train=True, key="mnist"):
-        dm = DigitsDataModule(img_size=32, channels=1)
-        dm.setup()
-        return dm.data.images, dm.data.labels
+        data = DigitsDataModule(img_size=32, channels=1).load()
+        return data.images, data.labels
 
-    monkeypatch.setattr(images_mod, "_load_mnist", fake_mnist)
+    monkeypatch.setattr(stacked_mod, "load_mnist", fake_mnist)
     monkeypatch.setenv("GANCOLLAPSE_CACHE", str(tmp_path))
     target = default_classifier_path("mnist-32px-1ch")
     target.parent.mkdir(parents=True)

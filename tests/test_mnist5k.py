@@ -18,7 +18,8 @@ from gancollapse import classifier as classifier_mod
 from gancollapse.benchmark import count_modes, load_set
 from gancollapse.benchmark import main as benchmark_main
 from gancollapse.classifier import ensure_classifier, load_classifier, main, predict_proba, train_classifier
-from gancollapse.data.images import MNIST5kDataModule, to_float
+from gancollapse.data.convert import to_float
+from gancollapse.data.mnist5k import MNIST5kDataModule
 from gancollapse.data.stacked import StackedMNIST5kDataModule
 from gancollapse.instantiate import build_datamodule
 from gancollapse.metrics.mode_count import mode_stats, stacked_modes

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from gancollapse.data.images import DigitsDataModule
+from gancollapse.data.digits import DigitsDataModule
 from gancollapse.runio import RunError
 from gancollapse.score import cli, main, protocols, score_file
 

@@ -40,7 +40,7 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from gancollapse.classifier import ensure_classifier, load_classifier
-from gancollapse.data.images import DigitsDataModule
+from gancollapse.data.digits import DigitsDataModule
 from gancollapse.metrics.image_callback import ImageEvaluator
 from gancollapse.metrics.mode_count import mode_stats, stacked_modes
 from gancollapse.paths import CONF_DIR

@@ -38,7 +38,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from gancollapse.aae.figures import load_run, write_figures
 from gancollapse.aae.lod import blend_real_images
 from gancollapse.classifier import default_classifier_path, predict_proba, save_classifier, train_classifier
-from gancollapse.data.images import to_float
+from gancollapse.data.convert import to_float
 from gancollapse.metrics.features import RealStats, extract_features
 from gancollapse.metrics.fid import fid_from_features
 from gancollapse.metrics.image_callback import ImageEvaluator

@@ -28,7 +28,7 @@ from torchvision.utils import make_grid, save_image
 from gancollapse.aae.alae import mix_styles
 from gancollapse.aae.lod import blend_real_images
 from gancollapse.api import load
-from gancollapse.data.images import to_float
+from gancollapse.data.convert import to_float
 from gancollapse.data.progressive import ProgressiveTFRecordDataModule
 from gancollapse.models.mbrce_aae import MBRCEAAEModule
 
