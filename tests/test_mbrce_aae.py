@@ -13,11 +13,12 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from PIL import Image
 
-from gancollapse.aae.evaluate import evaluate_run, reconstruction_metrics, ssim_sigma
-from gancollapse.aae.figures import bilinear_grid, interleave
-from gancollapse.aae.figures import main as figures_main
 from gancollapse.aggregate import flatten
 from gancollapse.build import build_module
+from gancollapse.evaluate_aae import evaluate_run
+from gancollapse.figures_aae import main as figures_main
+from gancollapse.metrics.aae import reconstruction_metrics, ssim_sigma
+from gancollapse.metrics.aae_figures import bilinear_grid, interleave
 from gancollapse.models.mbrce_aae import MBRCEAAEModule, alae_discriminator_loss
 from gancollapse.models.phased import PhaseBatch
 from gancollapse.train import run
