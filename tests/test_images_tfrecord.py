@@ -132,8 +132,8 @@ def test_prepare_script_and_training_from_tfrecords(tmp_path):
                        "dataset.batch_size=32", "model=dcgan32", "loss=hinge", "optim=adam", "z_dim=8",
                        "model.generator.base=4", "model.discriminator.base=4", "callbacks.progress_bar=null",
                        "max_g_steps=6", "evaluator.feature=tiny", "evaluator.every_n_steps=6",
-                       "evaluator.n_samples=64", "evaluator.n_real=200", "evaluator.prdc=false",
-                       "evaluator.kid=false", f"evaluator.cache_dir={tmp_path}", "logger=none"], tiny=False)
+                       "evaluator.n_samples=64", "evaluator.n_real=200", "evaluator.metrics.prdc=null",
+                       "evaluator.metrics.kid=null", f"evaluator.cache_dir={tmp_path}", "logger=none"], tiny=False)
     summary = run(cfg, tmp_path / "run")
     assert summary["g_steps"] == 6 and summary["fid"] > 0
 

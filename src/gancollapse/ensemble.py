@@ -266,7 +266,7 @@ class EnsembleEvaluator(L.Callback):
             member = pl_module.sync_member(k)
             before = dict(ev.best)
             metrics = ev.measure(member)
-            member.latest_eval.update(metrics)
+            ev.record(member, metrics)  # latest_eval and the metrics' leaderboard columns
             self.records.log(k, metrics, pl_module.steps.get(pl_module.log_phase, 0))
             if ev.monitor and ev.best != before:
                 self.records.save(pl_module, k, "best.ckpt")

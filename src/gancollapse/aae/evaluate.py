@@ -40,8 +40,8 @@ from gancollapse.aae.lod import blend_real_images
 from gancollapse.classifier import default_classifier_path, predict_proba, save_classifier, train_classifier
 from gancollapse.data.images import to_float
 from gancollapse.metrics.features import RealStats, extract_features
-from gancollapse.metrics.fid import fid_from_features
-from gancollapse.metrics.image_callback import ImageEvaluator
+from gancollapse.metrics.fid import FID, fid_from_features
+from gancollapse.metrics.image_callback import ImageEvaluator, upgrade_saved_evaluator
 from gancollapse.metrics.observatory import class_coverage
 from gancollapse.runio import file_lock
 
@@ -158,7 +158,9 @@ class AAEEvaluator(ImageEvaluator):
         m = {f"recon/{k}": v for k, v in reconstruction_metrics(real, recon).items()}
         real_feats = extract_features(self._extractor, real, self.batch_size, device)
         recon_feats = extract_features(self._extractor, recon, self.batch_size, device)
-        m["recon/fid"] = fid_from_features(RealStats.from_features(real_feats), recon_feats, self.fid_backend)
+        # the backend of the generation FID (evaluator.metrics.fid.backend), so both FIDs are computed alike
+        backend = next((f.backend for f in self.metrics.values() if isinstance(f, FID)), "eigh")
+        m["recon/fid"] = fid_from_features(RealStats.from_features(real_feats), recon_feats, backend)
         m["recon/lod"] = float(lod)
         if self._classifier is not None and self.at_top(pl_module):
             with self.seeded(device):
@@ -190,7 +192,7 @@ def evaluate_run(run_dir: str | Path, which: str = "last", figures: bool = True)
         raise ValueError(f"{run_dir}/config.yaml has no evaluator (trained with evaluator=none): nothing says which "
                          "features to use; rerun training with evaluator=aae")
     module, dm = load_run(run_dir, which)
-    evaluator = instantiate(cfg.evaluator)
+    evaluator = instantiate(upgrade_saved_evaluator(cfg.evaluator))  # a run saved before evaluator.metrics too
     if not hasattr(evaluator, "final_metrics"):  # duck-typed: under `python -m` this module is __main__
         raise ValueError(f"{run_dir}: evaluator {cfg.evaluator.get('_target_')} is not an AAEEvaluator; train with "
                          "evaluator=aae")
