@@ -9,12 +9,14 @@
 
 Each metric has torchmetrics' shape: ``reset()`` (optional), ``update(**inputs)`` once per generated batch and
 ``compute()`` once per evaluation; a ``torchmetrics.Metric`` subclass works as it is. ``update`` declares what
-it consumes by its parameter names, chosen among the evaluator's inputs (:data:`gancollapse.metrics.image_callback.
-IMAGE_INPUTS`: ``images``, ``features``, ``probs``, ``classifier``, ``real``, ``seed``; the toy evaluator's
-:data:`gancollapse.metrics.toy_callback.TOY_INPUTS`). The evaluator computes each input once per batch, and only
-when some metric takes it, so FID, KID and PRDC share one feature pass. A parameter with a default is passed when
-the evaluator has the input; a required one it cannot provide refuses the metric when the evaluator is built, and
-one it lacks at an evaluation (``probs`` without a classifier) skips the metric for that evaluation, in one log line.
+it consumes by its parameter names, chosen among the evaluator's inputs (the image evaluator's
+:data:`~gancollapse.metrics.image_callback.IMAGE_INPUTS`: ``images``, ``features``, ``probs``, ``classifier``,
+``real``, ``seed``; the toy evaluator's :data:`~gancollapse.metrics.toy_callback.TOY_INPUTS`). The evaluator
+computes each input once per batch, and only when some metric takes it, so FID, KID and PRDC share one feature
+pass. A parameter with a default is passed when the evaluator has the input; a required one it cannot provide
+refuses the metric when the evaluator is built, and one it lacks at an evaluation (``probs`` without a
+classifier) skips the metric for that evaluation (one log line). Each ``update`` and ``compute`` runs on a fork of
+the global RNG: a metric that draws random numbers changes neither G's noise nor another metric's numbers.
 
 ``compute()`` returns one number (a float or one-element tensor), published under the metric's name, or a mapping
 ``{key: number}`` published under its keys (KID: ``kid``, ``kid_std``). The leaderboard shows what a metric
@@ -27,7 +29,8 @@ vectors the metric needs kept beside the cached sums (KID's subset size, PRDC's 
 A mapping (not a list) because Hydra composes mappings by key: a dataset's default adds ``metrics.modes``, an
 override changes ``evaluator.metrics.kid.subsets=50`` or removes ``evaluator.metrics.kid=null`` (the convention of
 ``callbacks.<name>=null``), and ``+evaluator.metrics.<name>={_target_: ...}`` adds one, where a list would be
-replaced whole or addressed by position.
+replaced whole or addressed by position. An evaluator given no ``metrics`` (null, or built in Python without
+them) computes those of its config file (:func:`config_metrics`); ``metrics: {}`` computes none.
 """
 
 from __future__ import annotations
@@ -119,7 +122,7 @@ class MetricSet(Mapping):
                 metric._to_sync = False
         self.columns: dict[str, tuple[str, str]] = {}
         self.skipped: dict[str, str] = {}
-        self._warned: set[str] = set()
+        self._told: set[str] = set()
         self._device = torch.device("cpu")
 
     # ------------------------------------------------------------------ Mapping
@@ -171,7 +174,7 @@ class MetricSet(Mapping):
 
     def compute(self) -> dict[str, float]:
         """Every fed metric's values (one number: under its name; a mapping: under its keys); records
-        :attr:`columns` and logs each skipped metric once."""
+        :attr:`columns` and says (log, INFO) which metrics were skipped and why, once per metric."""
         out: dict[str, float] = {}
         owner: dict[str, str] = {}
         self.columns = {}
@@ -198,10 +201,11 @@ class MetricSet(Mapping):
                                      "returning one number is published under its name)")
                 out[key], owner[key] = value, name
             self.columns.update(shown)
-        for name, why in self.skipped.items():
-            if name not in self._warned:
-                self._warned.add(name)
-                log.warning("%s.%s skipped: %s", self.path, name, why)
+        new = {name: why for name, why in self.skipped.items() if name not in self._told}
+        for why in dict.fromkeys(new.values()):  # one line per reason, the first time a metric is skipped
+            names = ", ".join(f"{self.path}.{n}" for n, w in new.items() if w == why)
+            log.info("%s skipped: %s", names, why)
+        self._told.update(new)
         return out
 
 
