@@ -165,6 +165,6 @@ def aae_overrides(data, cache, experiment: str = "mbrce_aae_digits", epochs=(1, 
         f"model.module.epochs_per_lod=[{','.join(map(str, epochs))}]", f"model.module.batch_sizes={BATCH}",
         f"trainer.max_epochs={sum(epochs)}", "callbacks.progress_bar=null", "log_every_n_steps=2",
         "ckpt_every_n_steps=1000", f"evaluator.cache_dir={cache}", "evaluator.n_samples=64", "evaluator.n_real=128",
-        "evaluator.n_prdc=64", "evaluator.kid_subset_size=32", "evaluator.kid_subsets=5", "evaluator.batch_size=64",
+        "evaluator.metrics.prdc.n=64", "evaluator.metrics.kid.subset_size=32", "evaluator.metrics.kid.subsets=5", "evaluator.batch_size=64",
         "evaluator.grid_size=16", "evaluator.classifier_epochs=1",
     ]

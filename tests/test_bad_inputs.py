@@ -47,6 +47,9 @@ TRAIN = [
     (["dataset=ring", "model=dcgan32"], "model.generator.channels: Interpolation key 'dataset.channels' not found"),
     (["sampler=mhgan"], "sampler=mhgan: training draws z from the prior"),
     (["evaluator=toy", "evaluator.samplers=[prior,nope]"], "evaluator.samplers=['prior', 'nope']: no sampler nope"),
+    (["evaluator=toy", "+evaluator.metrics.mean={_target_:torchmetrics.MeanMetric}"],
+     "evaluator.metrics.mean=MeanMetric: update() takes 'value', which this evaluator does not provide"),
+    (["evaluator=toy", "+evaluator.metrics.modes.treshold=3"], "evaluator.metrics.modes.treshold: ToyModeStats has no such key"),
     (["experiment=benchmark/distgan", "loss=hinge"], "loss=hinge: Dist-GAN uses its own loss"),
     (["experiment=mbrce_aae_digits", "regularizer=spectral_norm"], "regularizer.spectral_norm (SpectralNorm) needs"),
     (["experiment=mbrce_aae_digits", "+optim.generator.lr=0.1"], "optim.generator.lr=0.1: MBRCE-AAE/ALAE sets the "

@@ -175,7 +175,7 @@ def test_eigh_backend_equals_torchmetrics():
     ours = fid_from_features(stats, b, backend="eigh")
     ref = fid_from_features(stats, b, backend="torchmetrics")
     assert ours == pytest.approx(ref, rel=1e-6)
-    with pytest.raises(ValueError, match="fid_backend"):
+    with pytest.raises(ValueError, match="metrics.fid.backend"):
         fid_from_features(stats, b, backend="nope")
 
 

@@ -123,8 +123,8 @@ def test_prepare_script_and_training_from_tfrecords(tmp_path):
     assert (out / "digits-r05.tfrecords.000").is_file() and (out / "digits-r04.tfrecords.000").is_file()
     cfg = compose_cfg(["dataset=tfrecord", f"dataset.path={out}", "dataset.tfrecord_name=digits", "dataset.channels=1",
                        "dataset.batch_size=32", *TINY_DCGAN, "z_dim=8", "max_g_steps=6", "evaluator.feature=tiny", "evaluator.every_n_steps=6",
-                       "evaluator.n_samples=64", "evaluator.n_real=200", "evaluator.prdc=false",
-                       "evaluator.kid=false", f"evaluator.cache_dir={tmp_path}", "logger=none"], tiny=False)
+                       "evaluator.n_samples=64", "evaluator.n_real=200", "evaluator.metrics.prdc=null",
+                       "evaluator.metrics.kid=null", f"evaluator.cache_dir={tmp_path}", "logger=none"], tiny=False)
     summary = run(cfg, tmp_path / "run")
     assert summary["g_steps"] == 6 and summary["fid"] > 0
 

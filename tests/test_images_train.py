@@ -18,7 +18,7 @@ IMG = ["dataset=digits", *TINY_DCGAN, "z_dim=16", "dataset.batch_size=32", "log_
 
 def _cfg(tmp_path, extra):
     return compose_cfg(IMG + [f"evaluator.cache_dir={tmp_path / 'cache'}", "evaluator.n_samples=200",
-                              "evaluator.kid_subset_size=100", "evaluator.n_prdc=200",
+                              "evaluator.metrics.kid.subset_size=100", "evaluator.metrics.prdc.n=200",
                               "evaluator.grid_size=16"] + extra, tiny=False)
 
 

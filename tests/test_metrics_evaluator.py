@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from gancollapse.metrics.evaluator import Evaluator
+from gancollapse.metrics.fid import FID
 from gancollapse.metrics.image_callback import ImageEvaluator
 from gancollapse.metrics.toy_callback import ToyEvaluator
 from gancollapse.paths import CONF_DIR
@@ -131,7 +132,7 @@ def test_each_dataset_selects_its_evaluator(dataset):
 
 def test_digits_evaluator_is_cpu_sized_and_unchanged():
     ev = _compose(["dataset=digits"]).evaluator
-    assert (ev.every_n_steps, ev.n_samples, ev.n_real, ev.feature, ev.n_prdc, ev.classifier) == (500, 1000, 1797, "tiny", 1000, None)
+    assert (ev.every_n_steps, ev.n_samples, ev.n_real, ev.feature, ev.metrics.prdc.n, ev.classifier) == (500, 1000, 1797, "tiny", 1000, None)
     ring = _compose([]).evaluator
     assert (ring.every_n_steps, ring.n_samples, ring.threshold, ring.min_fraction) == (250, 10000, 3.0, 0.008)
 
@@ -195,8 +196,8 @@ def test_image_evaluation_draws_the_same_noise_whatever_came_before(tmp_path):
     g, dm = _NoisyG(), DigitsDataModule(img_size=32)
 
     def evaluator() -> ImageEvaluator:
-        ev = ImageEvaluator(n_samples=64, n_real=64, feature="tiny", kid=False, prdc=False, grid_size=0,
-                            batch_size=32, cache_dir=str(tmp_path))
+        ev = ImageEvaluator(n_samples=64, n_real=64, feature="tiny", grid_size=0, batch_size=32,
+                            cache_dir=str(tmp_path), metrics={"fid": FID()})
         ev.datamodule = dm
         ev._draw_latents(g)
         return ev

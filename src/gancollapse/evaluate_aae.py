@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from gancollapse.figures_aae import load_run
 from gancollapse.metrics.aae import AAEEvaluator
 from gancollapse.metrics.aae_figures import write_figures
+from gancollapse.metrics.image_callback import upgrade_saved_evaluator
 
 log = logging.getLogger("gancollapse")
 
@@ -36,7 +37,7 @@ def evaluate_run(run_dir: str | Path, which: str = "last", figures: bool = True)
     target = cfg.evaluator.get("_target_")
     if target in MOVED_TARGETS:
         cfg.evaluator._target_ = MOVED_TARGETS[target]
-    evaluator = instantiate(cfg.evaluator)
+    evaluator = instantiate(upgrade_saved_evaluator(cfg.evaluator))  # a run saved before evaluator.metrics too
     if not isinstance(evaluator, AAEEvaluator):
         raise ValueError(f"{run_dir}: evaluator {cfg.evaluator.get('_target_')} is not an AAEEvaluator; train with "
                          "evaluator=aae")

@@ -36,7 +36,7 @@ from gancollapse.classifier import default_classifier_path, predict_proba, save_
 from gancollapse.data.convert import to_float
 from gancollapse.metrics.aae_figures import write_figures
 from gancollapse.metrics.features import RealStats, extract_features
-from gancollapse.metrics.fid import fid_from_features
+from gancollapse.metrics.fid import FID, fid_from_features
 from gancollapse.metrics.image_callback import ImageEvaluator
 from gancollapse.metrics.observatory import class_coverage
 from gancollapse.models.contract import Autoencoding, Progressive
@@ -160,7 +160,9 @@ class AAEEvaluator(ImageEvaluator):
         m = {f"recon/{k}": v for k, v in reconstruction_metrics(real, recon).items()}
         real_feats = extract_features(self._extractor, real, self.batch_size, device)
         recon_feats = extract_features(self._extractor, recon, self.batch_size, device)
-        m["recon/fid"] = fid_from_features(RealStats.from_features(real_feats), recon_feats, self.fid_backend)
+        # the backend of the generation FID (evaluator.metrics.fid.backend), so both FIDs are computed alike
+        backend = next((f.backend for f in self.metrics.values() if isinstance(f, FID)), "eigh")
+        m["recon/fid"] = fid_from_features(RealStats.from_features(real_feats), recon_feats, backend)
         m["recon/lod"] = float(lod)
         if self._classifier is not None and self.at_top(pl_module):
             with self.seeded(device):
