@@ -13,7 +13,9 @@ from omegaconf import OmegaConf
 import gancollapse
 from gancollapse.aggregate import run_signature
 from gancollapse.data.toy import ToyDataModule
-from gancollapse.models.ensemble import check_config
+from gancollapse.build import build_module
+from gancollapse.ensemble import member_config
+from gancollapse.models.ensemble import EnsembleGAN, check_config
 from gancollapse.nets.mlp import MLP
 from gancollapse.nets.stacked import StackedMLP
 from gancollapse.optim.stacked import stacked_optimizer
@@ -149,11 +151,16 @@ def test_every_repro_cell_batches_but_unrolled_and_gdpp(name):
         if regs & {"unrolled", "gdpp"}:
             with pytest.raises(ValueError, match=r"^regularizer\.(unrolled|gdpp)=.*(functional D replay|eigendecomp)"):
                 check_config(cfg)
-        else:
-            try:  # accepted: it trains as one batched process
-                check_config(cfg)
-            except ValueError as err:
-                pytest.fail(f"{name} cell {cell_name}: {err}")
+            continue
+        try:  # accepted: it builds as one batched model (the whole run: scripts/bench_toy.py --cases pacgan)
+            check_config(cfg)
+            members = [build_module(member_config(cfg, s)) for s in (0, 1)]
+            module = EnsembleGAN(members, [0, 1], [torch.get_rng_state()] * 2)
+        except ValueError as err:
+            pytest.fail(f"{name} cell {cell_name}: {err}")
+        assert module.simultaneous == (cfg.updates == "simultaneous")
+        module.training_step(torch.randn(2, int(cfg.dataset.batch_size), 2))  # one step of the batched model
+        assert module.d_steps == 1 and module.g_steps == (1 if cfg.n_critic == 1 else 0)
 
 
 def test_report_counts_the_members_as_seeds_of_one_configuration(default_pair):
