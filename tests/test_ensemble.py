@@ -105,7 +105,9 @@ def test_each_member_ends_equal_to_the_single_run_of_its_seed(default_pair):
      "regularizer.topk.gamma=0.5", "regularizer.r1.every=2"],
     ["loss=least_squares", "regularizer=weight_clipping"],
     ["loss=standard", "optim=adam", "+optim.discriminator.amsgrad=true"],
-], ids=["wgan_gp_adam_ncritic_fresh_z_accumulate", "hinge_sn_topk_r1", "lsgan_clip", "standard_amsgrad"])
+    ["+model.discriminator.batch_norm=true", "+model.generator.activation=tanh", "updates=simultaneous"],
+], ids=["wgan_gp_adam_ncritic_fresh_z_accumulate", "hinge_sn_topk_r1", "lsgan_clip", "standard_amsgrad",
+        "batch_norm_d_simultaneous"])
 def test_member_equals_single_run_across_losses_and_regularizers(tmp_path, overrides):
     run(toy(*overrides, "ensemble=2", "seed=3"), tmp_path / "ens")
     run(toy(*overrides, "seed=4"), tmp_path / "single")
@@ -117,7 +119,7 @@ def test_pacgan_cell_member_equals_single_run(tmp_path):
     (m = 3), simultaneous updates; here with fresh data too."""
     cell = ["experiment=repro/pacgan_ring", *CELL, "model.generator.hidden=16", "model.generator.depth=2",
             "model.discriminator.hidden=8", "model.discriminator.depth=2", "regularizer=pack", "regularizer.pack.m=3",
-            "dataset.fresh=true"]
+            "dataset.fresh=true", "optim.generator.lr=3e-3", "optim.discriminator.lr=3e-3"]  # (6 steps must show)
     summary = run(compose_cfg([*cell, "ensemble=2", "seed=3"], tiny=False), tmp_path / "ens")
     run(compose_cfg([*cell, "seed=4"], tiny=False), tmp_path / "single")
     assert_member_is_single_run(tmp_path / "ens" / "seed_4", tmp_path / "single")
