@@ -12,8 +12,8 @@ from omegaconf import OmegaConf
 
 import gancollapse
 from gancollapse.aggregate import run_signature
-from gancollapse.data.toy import ToyDataModule
 from gancollapse.build import build_module
+from gancollapse.data.toy import ToyDataModule
 from gancollapse.ensemble import member_config
 from gancollapse.models.ensemble import EnsembleGAN, check_config
 from gancollapse.nets.mlp import MLP
