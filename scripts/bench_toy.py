@@ -10,10 +10,13 @@ available, on GPU. ``--compile [MODE]`` runs the platform's nets under ``torch.c
 
 ``--ensemble K`` times ``ensemble=K`` (K seeds as one batched model, gancollapse.ensemble) against one run of
 the same config, for the cases of ``--cases`` (gdpp: the GDPP/VEEGAN 2x128 MLPs at GDPP's batch 512 and z 256;
-gdpp64: the same at batch 64; ring: the default 4x256 at batch 500), and reports the matmul FLOP/s each reaches
-(FLOPs of one G step counted by torch.utils.flop_counter) against the device's fp32 peak:
+gdpp64: the same at batch 64; ring: the default 4x256 at batch 500; pacgan: PacGAN's Table 1 PacGAN2 2D-ring cell
+as ``conf/experiment/repro/pacgan_ring.yaml`` sets it, BatchNorm G 4x400, maxout D 3x200x5 packed 2 at a time,
+simultaneous updates, batch 200, with its toy evaluator scoring once at the end; not in the default ``--cases``),
+and reports the matmul FLOP/s each reaches (FLOPs of one G step counted by torch.utils.flop_counter) against the
+device's fp32 peak:
 
-    python scripts/bench_toy.py --ensemble 10 [--cases gdpp gdpp64 ring] [--steps 300] [--repeats 2]
+    python scripts/bench_toy.py --ensemble 10 [--cases gdpp gdpp64 ring pacgan] [--steps 300] [--repeats 2]
         [--sequential] [--device cpu|cuda]
 """
 
@@ -104,7 +107,11 @@ ENSEMBLE_CASES = {
                 "model.discriminator.depth=2", "z_dim=256", "dataset.batch_size=64", "dataset.n_samples=10240"],
                "2x128 MLPs, batch 64, z 256"),
     "ring": ([], "ring default: 4x256 MLPs, batch 500, z 32"),
+    "pacgan": (["experiment=repro/pacgan_ring", "regularizer=pack", "regularizer.pack.m=2", "dataset.batch_size=200",
+                "evaluator=toy", "evaluator.every_n_steps=100000000", "evaluator.frames=false"],
+               "PacGAN2 2D-ring cell: BN G 4x400, maxout D packed m=2, simultaneous, batch 200, z 2"),
 }
+DEFAULT_CASES = ("gdpp", "gdpp64", "ring")
 
 
 def fp32_peak(device: str) -> tuple[float | None, str]:
@@ -175,7 +182,9 @@ def ensemble_rows(args: argparse.Namespace, device: str) -> list[dict]:
     rows = []
     for case in args.cases:
         extra, label = ENSEMBLE_CASES[case]
-        base = [f"trainer={'gpu' if device == 'cuda' else 'cpu'}", f"max_g_steps={args.steps}", "evaluator=none",
+        own_evaluator = any(o.startswith("evaluator=") for o in extra)  # a repro cell scores with its own rule
+        base = [f"trainer={'gpu' if device == 'cuda' else 'cpu'}", f"max_g_steps={args.steps}",
+                *([] if own_evaluator else ["evaluator=none"]),
                 "ckpt_every_n_steps=1000000", "callbacks.progress_bar=null", "+trainer.enable_progress_bar=false",
                 "logger=none", *extra]
 
@@ -232,7 +241,7 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None, help="also write results here")
     p.add_argument("--ensemble", type=int, default=None, metavar="K",
                    help="time ensemble=K against one run (see --cases) instead of the plain-loop comparison")
-    p.add_argument("--cases", nargs="+", default=list(ENSEMBLE_CASES), choices=list(ENSEMBLE_CASES))
+    p.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), choices=list(ENSEMBLE_CASES))
     p.add_argument("--sequential", action="store_true", help="with --ensemble: also time K single runs in a row")
     args = p.parse_args()
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,10 +12,15 @@ from omegaconf import OmegaConf
 
 import gancollapse
 from gancollapse.aggregate import run_signature
+from gancollapse.build import build_module
 from gancollapse.data.toy import ToyDataModule
+from gancollapse.ensemble import member_config
+from gancollapse.models.ensemble import EnsembleGAN, check_config
 from gancollapse.nets.mlp import MLP
 from gancollapse.nets.stacked import StackedMLP
 from gancollapse.optim.stacked import stacked_optimizer
+from gancollapse.paths import CONF_DIR
+from gancollapse.regularizers.pack import Pack
 from gancollapse.regularizers.spectral_norm import apply_spectral_norm
 from gancollapse.report import write_report
 from gancollapse.runner import config_changes
@@ -31,7 +37,13 @@ TOY = ["model.generator.hidden=16", "model.discriminator.hidden=16", "model.gene
        "model.discriminator.depth=2", "dataset.n_samples=100", "dataset.batch_size=25", "callbacks.progress_bar=null",
        "log_every_n_steps=1", "max_g_steps=6", "evaluator.every_n_steps=3", "evaluator.n_samples=500",
        "evaluator.frames=false", "+optim.generator.eps=1e-3", "+optim.discriminator.eps=1e-3"]
-SAME = ("status", "g_steps", "d_steps", "epoch", "nonfinite_skips", "seed", "loss", "regularizers")
+SAME = ("status", "g_steps", "d_steps", "epoch", "nonfinite_skips", "seed", "loss", "regularizers", "applied")
+# The reproduction ledger's cells in miniature (conf/experiment/repro): each file's model, loss, optimizer betas,
+# updates, data layout and capture rule, with tiny widths, 4 batches per epoch (6 G steps cross an epoch: fresh data
+# are redrawn) and Adam's eps raised as in TOY.
+CELL = ["dataset.n_samples=96", "dataset.batch_size=24", "callbacks.progress_bar=null", "log_every_n_steps=1",
+        "max_g_steps=6", "evaluator.every_n_steps=3", "evaluator.n_samples=500", "evaluator.frames=false",
+        "optim.generator.eps=1e-3", "optim.discriminator.eps=1e-3"]
 
 
 def toy(*overrides: str):
@@ -93,11 +105,64 @@ def test_each_member_ends_equal_to_the_single_run_of_its_seed(default_pair):
      "regularizer.topk.gamma=0.5", "regularizer.r1.every=2"],
     ["loss=least_squares", "regularizer=weight_clipping"],
     ["loss=standard", "optim=adam", "+optim.discriminator.amsgrad=true"],
-], ids=["wgan_gp_adam_ncritic_fresh_z_accumulate", "hinge_sn_topk_r1", "lsgan_clip", "standard_amsgrad"])
+    ["+model.discriminator.batch_norm=true", "+model.generator.activation=tanh", "updates=simultaneous"],
+], ids=["wgan_gp_adam_ncritic_fresh_z_accumulate", "hinge_sn_topk_r1", "lsgan_clip", "standard_amsgrad",
+        "batch_norm_d_simultaneous"])
 def test_member_equals_single_run_across_losses_and_regularizers(tmp_path, overrides):
     run(toy(*overrides, "ensemble=2", "seed=3"), tmp_path / "ens")
     run(toy(*overrides, "seed=4"), tmp_path / "single")
     assert_member_is_single_run(tmp_path / "ens" / "seed_4", tmp_path / "single")
+
+
+def test_pacgan_cell_member_equals_single_run(tmp_path):
+    """PacGAN's Table 1 protocol: BatchNorm-ReLU G without hidden biases, maxout D, N(0, 0.02) init, packed D
+    (m = 3), simultaneous updates; here with fresh data too."""
+    cell = ["experiment=repro/pacgan_ring", *CELL, "model.generator.hidden=16", "model.generator.depth=2",
+            "model.discriminator.hidden=8", "model.discriminator.depth=2", "regularizer=pack", "regularizer.pack.m=3",
+            "dataset.fresh=true", "optim.generator.lr=3e-3", "optim.discriminator.lr=3e-3"]  # (6 steps must show)
+    summary = run(compose_cfg([*cell, "ensemble=2", "seed=3"], tiny=False), tmp_path / "ens")
+    run(compose_cfg([*cell, "seed=4"], tiny=False), tmp_path / "single")
+    assert_member_is_single_run(tmp_path / "ens" / "seed_4", tmp_path / "single")
+    member = json.loads((tmp_path / "ens" / "seed_4" / "summary.json").read_text())["applied"]
+    assert member["updates"] == "simultaneous" and member["regularizers"]["pack"]["m"] == 3
+    assert member["optimizers"]["generator"]["type"] == "Adam"
+    assert summary["status"] == "finished"
+    state = gancollapse.load(tmp_path / "ens" / "seed_4", which="last").module.state_dict()
+    assert state["generator.net.1.num_batches_tracked"] == 6  # one G forward per simultaneous step
+    assert state["discriminator.net.0.weight"].shape == (8 * 5, 2 * 3)  # 8 units x 5 pieces, 3 packed points
+
+
+def test_gdpp_cell_member_equals_single_run(tmp_path):
+    """GDPP's GAN row (the VEEGAN/Unrolled-GAN nets): tanh MLPs with orthogonal init, simultaneous updates, fresh
+    data on the endpoint ring (np.linspace angles, (sin, cos) axes)."""
+    cell = ["experiment=repro/gdpp_ring", *CELL, "model.generator.hidden=16", "model.discriminator.hidden=16",
+            "z_dim=8"]
+    run(compose_cfg([*cell, "ensemble=2", "seed=3"], tiny=False), tmp_path / "ens")
+    run(compose_cfg([*cell, "seed=4"], tiny=False), tmp_path / "single")
+    assert_member_is_single_run(tmp_path / "ens" / "seed_4", tmp_path / "single")
+    config = (tmp_path / "ens" / "seed_4" / "config.yaml").read_text()
+    assert "fresh: true" in config and "angles: endpoint" in config and "updates: simultaneous" in config
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(CONF_DIR) / "experiment" / "repro").glob("*.yaml")))
+def test_every_repro_cell_batches_but_unrolled_and_gdpp(name):
+    cells = compose_cfg([f"experiment=repro/{name}"], tiny=False).repro.cells
+    for cell_name, cell in cells.items():
+        cfg = compose_cfg([f"experiment=repro/{name}", *cell.overrides, "ensemble=10"], tiny=False)
+        regs = set(cfg.regularizer or {})
+        if regs & {"unrolled", "gdpp"}:
+            with pytest.raises(ValueError, match=r"^regularizer\.(unrolled|gdpp)=.*(functional D replay|eigendecomp)"):
+                check_config(cfg)
+            continue
+        try:  # accepted: it builds as one batched model (the whole run: scripts/bench_toy.py --cases pacgan)
+            check_config(cfg)
+            members = [build_module(member_config(cfg, s)) for s in (0, 1)]
+            module = EnsembleGAN(members, [0, 1], [torch.get_rng_state()] * 2)
+        except ValueError as err:
+            pytest.fail(f"{name} cell {cell_name}: {err}")
+        assert module.simultaneous == (cfg.updates == "simultaneous")
+        module.training_step(torch.randn(2, int(cfg.dataset.batch_size), 2))  # one step of the batched model
+        assert module.d_steps == 1 and module.g_steps == (1 if cfg.n_critic == 1 else 0)
 
 
 def test_report_counts_the_members_as_seeds_of_one_configuration(default_pair):
@@ -156,7 +221,10 @@ def test_a_diverging_member_stops_alone_as_its_single_run_and_poisons_no_other(t
 
 
 @pytest.mark.parametrize("override, message", [
-    ("regularizer=pack", "regularizer.pack=gancollapse.regularizers.pack.Pack: ensemble>1 batches only"),
+    ("regularizer=dlle", "regularizer.dlle=gancollapse.regularizers.dlle.DLLE: ensemble>1 batches only"),
+    ("regularizer=unrolled", "regularizer.unrolled=gancollapse.regularizers.unrolled.Unrolled: Unrolled GAN's "
+                             "look-ahead replays k D updates functionally"),
+    ("regularizer=gdpp", "regularizer.gdpp=gancollapse.regularizers.gdpp.GDPP: GDPP needs each member's D features"),
     ("dataset=mnist", "dataset=mnist: ensemble>1 batches only the toy datasets"),
     ("optim=nudged_adam", "optim.generator=gancollapse.optim.nudged_adam.NudgedAdam: ensemble>1 batches only"),
     ("evaluator.monitor=toy/hq_fraction", None),  # accepted: best.ckpt per member
@@ -204,6 +272,41 @@ def test_stacked_mlp_is_its_members_side_by_side_with_spectral_norm():
         torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)
     layer = members[1].net[2].parametrizations.weight[0]
     torch.testing.assert_close(stacked.u_1[1], layer._u, atol=1e-6, rtol=0)
+
+
+def test_stacked_mlp_is_its_members_side_by_side_with_batch_norm_maxout_and_packing():
+    """PacGAN's nets: G Linear(no bias) → BatchNorm → ReLU, maxout D packed 3 at a time; each member keeps its own
+    running statistics, and a pack holds m points of one member."""
+    gens, discs = [], []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        g = MLP(2, 2, 8, 2, activation="relu", batch_norm=True, bn_momentum=0.05, bias=False, init="normal")
+        d = MLP(2, 1, 8, 2, maxout=3, init="normal")
+        Pack(3).apply_to_nets(g, d)
+        gens.append(g)
+        discs.append(d)
+    sg, sd = StackedMLP(gens), StackedMLP(discs)
+    assert sd.pack == 3 and not hasattr(sg, "bias_0") and sg.batch_norm and not sd.batch_norm
+    for _ in range(3):
+        z = torch.randn(3, 6, 2) * torch.tensor([1.0, 3.0, 0.3]).reshape(3, 1, 1)  # members' statistics differ
+        fake, ref = sg(z), torch.stack([g(z[k]) for k, g in enumerate(gens)])
+        torch.testing.assert_close(fake, ref, atol=1e-6, rtol=0)
+        torch.testing.assert_close(sd(ref), torch.stack([d(ref[k]) for k, d in enumerate(discs)]), atol=1e-6, rtol=0)
+    for k, g in enumerate(gens):
+        torch.testing.assert_close(sg.running_var_0[k], g.net[1].running_var, atol=1e-6, rtol=0)
+    sg.eval()
+    z = torch.randn(3, 5, 2)
+    for k, g in enumerate(gens):  # eval mode: each member's own running statistics
+        g.eval()
+        torch.testing.assert_close(sg(z)[k], g(z[k]), atol=1e-6, rtol=0)
+    # written back, a fresh member net holds member 1's state (weights, BatchNorm buffers)
+    torch.manual_seed(9)
+    blank = MLP(2, 2, 8, 2, activation="relu", batch_norm=True, bn_momentum=0.05, bias=False, init="normal")
+    sg.write_member(1, blank)
+    for key, value in gens[1].state_dict().items():
+        torch.testing.assert_close(blank.state_dict()[key], value, atol=1e-6, rtol=0, msg=key)
+    with pytest.raises(ValueError, match=r"^PacGAN: D got a batch of 4 samples, not a multiple of regularizer.pack.m=3"):
+        sd(torch.randn(3, 4, 2))
 
 
 @pytest.mark.parametrize("cls, kwargs", [

@@ -17,7 +17,11 @@ What keeps member k equal to that single run:
 * the losses are the :mod:`gancollapse.losses` objectives, ``torch.vmap`` ped over members; the penalties are
   the regularizers' own functions with ``batch_dims=2`` (one value per member);
 * the step schedule (n_critic, gradient accumulation, R1's lazy interval, top-k's epoch schedule) is the same
-  counter for everyone, as in :class:`~gancollapse.models.gan.GANModule`;
+  counter for everyone, as in :class:`~gancollapse.models.gan.GANModule`, and so is the order of the updates:
+  ``updates=simultaneous`` takes both phases' gradients at the step's starting parameters from the same fakes
+  (one G forward: one BatchNorm statistics update, as the single run) and steps both afterwards;
+* PacGAN's packing (``regularizer=pack``) packs each member's own samples (:class:`StackedMLP`), and a
+  discriminator with BatchNorm sees real and fake batches apart, as the single run's D does;
 * non-finite skipping is per member (a mask in the stacked optimizer), and a member whose steps keep
   failing stops alone with status ``diverged`` (:meth:`EnsembleGAN.member_divergence`) where its single run
   would have stopped; the others go on. A NaN in one member cannot reach another: no op mixes members.
@@ -42,6 +46,7 @@ from gancollapse.models.phased import found_nonfinite
 from gancollapse.nets.stacked import StackedMLP
 from gancollapse.optim.stacked import StackedOptimizer, stacked_optimizer
 from gancollapse.regularizers.gradient_penalty import GradientPenalty, gradient_penalty
+from gancollapse.regularizers.pack import Pack
 from gancollapse.regularizers.r1 import R1, r1_penalty
 from gancollapse.regularizers.spectral_norm import SpectralNorm
 from gancollapse.regularizers.topk import TopK, topk_count
@@ -49,7 +54,15 @@ from gancollapse.regularizers.weight_clipping import WeightClipping
 from gancollapse.runio import divergence_message
 
 #: regularizers that are pure functions of the step (or model surgery), so batching them is exact
-SUPPORTED_REGULARIZERS = (GradientPenalty, R1, WeightClipping, SpectralNorm, TopK)
+SUPPORTED_REGULARIZERS = (GradientPenalty, R1, WeightClipping, SpectralNorm, TopK, Pack)
+#: why a regularizer is not batched, where there is more to say than "not supported"
+NOT_BATCHED = {
+    "gancollapse.regularizers.unrolled.Unrolled": "Unrolled GAN's look-ahead replays k D updates functionally "
+    "(torch.func.functional_call), and the ensemble has no per-member functional D replay",
+    "gancollapse.regularizers.gdpp.GDPP": "GDPP needs each member's D features and its own B×B "
+    "eigendecompositions with their custom backward, which the stacked nets do not provide",
+}
+BATCHED_NAMES = "gradient_penalty, r1, weight_clipping, spectral_norm, topk and pack"
 
 
 def member_nonfinite(loss: Tensor, params: Sequence[Tensor]) -> Tensor:
@@ -75,9 +88,9 @@ def check_members(members: Sequence[GANModule]) -> None:
                              "(gancollapse.models.gan.GANModule); train it with ensemble=1")
         for name, reg in m.regularizers.items():
             if not isinstance(reg, SUPPORTED_REGULARIZERS):
-                raise ValueError(f"regularizer.{name}={type(reg).__name__}: ensemble>1 batches only "
-                                 "gradient_penalty, r1, weight_clipping, spectral_norm and topk; train it with "
-                                 "ensemble=1")
+                why = NOT_BATCHED.get(f"{type(reg).__module__}.{type(reg).__name__}")
+                raise ValueError(f"regularizer.{name}={type(reg).__name__}: "
+                                 f"{why or 'ensemble>1 batches only ' + BATCHED_NAMES}; train it with ensemble=1")
         if sum(isinstance(r, TopK) for r in m.regularizers.values()) > 1:
             raise ValueError("regularizer: ensemble>1 batches one topk regularizer; keep one")
         if any(getattr(net, "_compiled_call_impl", None) is not None for net in (m.generator, m.discriminator)):
@@ -115,6 +128,10 @@ class EnsembleGAN(L.LightningModule):
         self.objective, self.regularizers = first.objective, dict(first.regularizers)
         self.z_dim, self.n_critic, self.g_reuse_z = first.z_dim, first.n_critic, first.g_reuse_z
         self.accumulate, self.skip_nonfinite = first.accumulate, first.skip_nonfinite
+        #: updates=simultaneous (:attr:`gancollapse.models.phased.PhasedModule.simultaneous`)
+        self.simultaneous = bool(first.simultaneous)
+        #: one D forward on real and fake together (no BatchNorm in D: :attr:`GANModule.concat_d`)
+        self.concat_d = not self.discriminator.batch_norm
         self.log_every_n_steps = first.log_every_n_steps
         # the optimizers the config builds for one member give the stacked ones their hyperparameters
         templates = first.configure_optimizers()
@@ -124,6 +141,11 @@ class EnsembleGAN(L.LightningModule):
         self.stacked_optimizers: dict[str, StackedOptimizer] = {
             name: stacked_optimizer(t, list(getattr(self, name).parameters()), f"optim.{name}")
             for name, t in zip(self.optimizer_names, templates, strict=True)}
+        # each member's record (summary.json "applied") names the optimizer it steps as: the config's torch
+        # optimizer over the member's own parameters, whose hyperparameters the stacked one copied
+        first.use_optimizers(list(templates))
+        for m in members[1:]:
+            m.use_optimizers(list(m.configure_optimizers()))
         self._rng_states = [s.clone() for s in rng_states]
         self._rng_device: str = "cpu"
         self._gens: list[torch.Generator] | None = None
@@ -251,21 +273,36 @@ class EnsembleGAN(L.LightningModule):
         real = batch
         z = self.prior(real.shape[1])
         logged_before = self.steps.get(self.log_phase, 0)
+        shared: dict[str, Tensor] = {}  # what D's phase leaves for G's (the simultaneous fakes)
+        due: list[tuple[str, Tensor]] = []
         for phase in self.phases():
-            out = self.d_loss(real, z) if phase == "d" else self.g_loss(real, z)
-            self._update(out.pop("loss"), phase)
+            out = self.d_loss(real, z, shared) if phase == "d" else self.g_loss(real, z, shared)
+            loss = out.pop("loss")
+            if not self.simultaneous:
+                self._update(loss, phase)
+            elif self._backward(loss, phase):  # every gradient at the step's starting parameters ...
+                due.append((phase, loss))
             self._pending.update(out)
+        for phase, loss in due:  # ... then every step (PhasedModule.training_step)
+            self._step(loss, phase)
         done = self.steps.get(self.log_phase, 0)
         if done != logged_before and done % self.log_every_n_steps == 0:
             self.emit_logs()
 
-    def d_loss(self, real: Tensor, z: Tensor) -> dict[str, Tensor]:
+    def d_loss(self, real: Tensor, z: Tensor, shared: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """:meth:`GANModule.d_loss` for all members: ``(K,)`` tensors."""
-        with torch.no_grad():
-            fake = self.generator(z)
+        if self.simultaneous and shared is not None:
+            shared["fake"] = self.generator(z)  # G's phase scores these very fakes
+            fake = shared["fake"].detach()
+        else:
+            with torch.no_grad():
+                fake = self.generator(z)
         n = real.shape[1]
-        out = self.discriminator(torch.cat([real, fake], dim=1))
-        d_real, d_fake = out[:, :n], out[:, n:]
+        if self.concat_d:
+            out = self.discriminator(torch.cat([real, fake], dim=1))
+            d_real, d_fake = out[:, :n], out[:, n:]
+        else:
+            d_real, d_fake = self.discriminator(real), self.discriminator(fake)
         loss = torch.vmap(self.objective.d_loss)(d_real, d_fake)
         terms: dict[str, Tensor] = {}
         for reg in self.regularizers.values():
@@ -278,13 +315,14 @@ class EnsembleGAN(L.LightningModule):
         return {"loss": total, "d_loss": loss, **terms, "d_total": total, "d_real": d_real.flatten(1).mean(1),
                 "d_fake": d_fake.flatten(1).mean(1)}
 
-    def g_loss(self, real: Tensor, z: Tensor) -> dict[str, Tensor]:
+    def g_loss(self, real: Tensor, z: Tensor, shared: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """:meth:`GANModule.g_loss` for all members (top-k keeps each member's own best k)."""
         n = real.shape[1]
         z = z if self.g_reuse_z else self.prior(n)
         self.discriminator.requires_grad_(False)  # as the single run: no D weight gradients in G's step
         try:
-            d_fake = self.discriminator(self.generator(z))
+            fake = (shared or {}).pop("fake", None)
+            d_fake = self.discriminator(self.generator(z) if fake is None else fake)
             for name, reg in self.regularizers.items():
                 if isinstance(reg, TopK):
                     k = topk_count(n, self.current_epoch, reg.gamma, reg.nu, reg.start_epoch)
@@ -307,8 +345,12 @@ class EnsembleGAN(L.LightningModule):
     def _update(self, loss: Tensor, phase: str) -> None:
         """:meth:`PhasedModule._update` per member: backward the members' summed losses (each member's
         gradient is its own loss's), step where the member's loss and gradients are finite."""
+        if self._backward(loss, phase):
+            self._step(loss, phase)
+
+    def _backward(self, loss: Tensor, phase: str) -> bool:
+        """The gradient half of :meth:`_update` (:meth:`PhasedModule._backward`); True when the step is due."""
         opt = self._optimizer(phase)
-        params = self.stacked_optimizers[self.phase_optimizers[phase]].param_groups[0]["params"]
         micro = self.micro.get(phase, 0)
         self.micro[phase] = micro + 1
         first, last = micro % self.accumulate == 0, (micro + 1) % self.accumulate == 0
@@ -318,8 +360,12 @@ class EnsembleGAN(L.LightningModule):
         self._found[phase] = torch.maximum(self._found[phase], (~torch.isfinite(loss.detach())).float())
         total = (loss / self.accumulate if self.accumulate > 1 else loss).sum()
         self.manual_backward(total) if self._trainer is not None else total.backward()
-        if not last:
-            return
+        return last
+
+    def _step(self, loss: Tensor, phase: str) -> None:
+        """The parameter half of :meth:`_update`: each member's (masked) step, counters, weight clipping."""
+        opt = self._optimizer(phase)
+        params = self.stacked_optimizers[self.phase_optimizers[phase]].param_groups[0]["params"]
         active = torch.tensor(self.active, device=loss.device)
         if self.skip_nonfinite:
             found = torch.maximum(self._found[phase], member_nonfinite(loss, params)) * active
@@ -419,7 +465,8 @@ TARGETS = {
     "model.module": ("gancollapse.models.gan.GANModule",),
     "regularizer": ("gancollapse.regularizers.gradient_penalty.GradientPenalty", "gancollapse.regularizers.r1.R1",
                     "gancollapse.regularizers.weight_clipping.WeightClipping",
-                    "gancollapse.regularizers.spectral_norm.SpectralNorm", "gancollapse.regularizers.topk.TopK"),
+                    "gancollapse.regularizers.spectral_norm.SpectralNorm", "gancollapse.regularizers.topk.TopK",
+                    "gancollapse.regularizers.pack.Pack"),
     "optim": ("torch.optim.Adam", "torch.optim.RMSprop"),
     "evaluator": ("gancollapse.metrics.toy_callback.ToyEvaluator",),
     "callbacks": ("gancollapse.progress.RunProgress",),
@@ -466,7 +513,7 @@ def check_config(cfg: DictConfig) -> None:
     for name, node in (cfg.get("regularizer") or {}).items():
         if node is not None and _target(node) not in TARGETS["regularizer"]:
             refuse(f"regularizer.{name}", _target(node),
-                   "ensemble>1 batches only gradient_penalty, r1, weight_clipping, spectral_norm and topk")
+                   NOT_BATCHED.get(_target(node)) or f"ensemble>1 batches only {BATCHED_NAMES}")
     for name in ("generator", "discriminator"):
         node = (cfg.get("optim") or {}).get(name)
         if node is not None and _target(node) not in TARGETS["optim"]:
