@@ -21,7 +21,7 @@ NET_KEYS_RESERVED = ("module",)
 def _tfrecord_meta(key: str, path: str, name: str) -> int:
     """``${tfrecord_meta:<img_size|channels>,<path>,<name>}`` (conf/dataset/tfrecord.yaml): read from the set's
     metadata. Registered here, where every entry point that resolves a composed config imports from."""
-    from gancollapse.data.tfrecord import meta_resolver  # lazy: DareBlopy only for TFRecord runs
+    from gancollapse.data.tfrecord_meta import meta_resolver  # lazy: only TFRecord runs read a set's metadata
 
     return meta_resolver(key, path, name)
 

@@ -237,7 +237,8 @@ class RunGuard(Checkpoint):
 
 class RunSummary:
     """Writes ``summary.json`` (atomically): one flat dict of the run's identity, status, step counts, wall
-    time, skipped non-finite steps and the latest evaluation metrics, and ``applied``: what the step really used
+    time, skipped non-finite steps, the latest evaluation metrics with the leaderboard columns their metrics declared
+    (``metric_columns``: key → [label, format]), and ``applied``: what the step really used
     (loss, regularizers with their weights, prior, optimizers, n_critic), read from the module's objects. The
     row labels ``loss``, ``regularizers``, ``prior`` and ``n_critic`` come from ``applied``, not the config."""
 
@@ -258,6 +259,9 @@ class RunSummary:
                 "nonfinite_skips": sum(pl_module.nonfinite_skips.values()),
                 **{k: _clean(v) for k, v in pl_module.latest_eval.items()},
             })
+            columns = getattr(pl_module, "metric_columns", None)  # set by the evaluator (Evaluator.record)
+            if columns:
+                summary["metric_columns"] = {k: list(v) for k, v in columns.items()}
             if isinstance(pl_module, Generative):
                 applied = pl_module.applied()
                 summary.update(applied_labels(applied))

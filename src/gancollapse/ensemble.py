@@ -189,7 +189,7 @@ class EnsembleEvaluator(L.Callback):
             member = pl_module.sync_member(k)
             before = dict(ev.best)
             metrics = ev.measure(member)
-            member.latest_eval.update(metrics)
+            ev.record(member, metrics)  # latest_eval and the metrics' leaderboard columns
             self.records.log(k, metrics, pl_module.steps.get(pl_module.log_phase, 0))
             if ev.monitor and ev.best != before:
                 self.records.save(pl_module, k, "best.ckpt")
@@ -313,7 +313,12 @@ def run_ensemble(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 def ensemble_summary(members: Sequence[dict[str, Any]], status: str, run_dir: Path) -> dict[str, Any]:
     """The members' summaries reduced to one (mean and std of each metric, ``n`` members) with the
     ensemble's status: the run's own, or ``diverged`` when every member diverged."""
-    out = aggregate_group([{**m, "run": f"seed_{m.get('seed')}"} for m in members])
+    # the metrics' leaderboard columns: the union (a member that stopped before evaluating has none)
+    columns = {k: v for m in members for k, v in (m.get("metric_columns") or {}).items()}
+    out = aggregate_group([{**{k: v for k, v in m.items() if k != "metric_columns"}, "run": f"seed_{m.get('seed')}"}
+                           for m in members])
+    if columns:
+        out["metric_columns"] = columns
     if all(str(m.get("status")) == "diverged" for m in members):
         status = "diverged"
     out.update({"status": status, "ensemble": len(members), "runs": [str(Path(run_dir) / f"seed_{m.get('seed')}")

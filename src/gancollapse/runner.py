@@ -39,7 +39,7 @@ from gancollapse.callbacks import (
     can_handle_signals,
     stop_before_training,
 )
-from gancollapse.data import DATA_FILES
+from gancollapse.data.downloads import DATA_FILES
 from gancollapse.instantiate import build_datamodule
 from gancollapse.instantiate import instantiate_checked as instantiate
 from gancollapse.models.contract import check_config, refuse_missing_capabilities

@@ -14,8 +14,7 @@ from pathlib import Path
 
 from torchvision.datasets import CIFAR10, MNIST, CelebA
 
-from gancollapse.data import DATA_FILES
-from gancollapse.data.images import DEFAULT_ROOT
+from gancollapse.data.downloads import DATA_FILES, DEFAULT_ROOT
 from gancollapse.runio import RunError, one_line, one_line_errors
 
 #: data set name (as in ``conf/dataset/<name>.yaml``) → how torchvision fetches it into a root

@@ -1,1 +1,0 @@
-"""MBRCE-AAE: matrix-based Rényi cross-entropy adversarial latent autoencoders (Sledge & Príncipe)."""

@@ -1,1 +1,0 @@
-"""GAN modules that need more than the generic D/G alternation (extra nets, step orders, optimizers)."""

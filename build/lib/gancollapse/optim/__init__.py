@@ -1,1 +1,0 @@
-"""Optimisation tools: Lanczos on Hessian-vector products and NuGAN's nudged Adam."""

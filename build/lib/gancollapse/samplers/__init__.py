@@ -1,1 +1,0 @@
-"""Latent samplers: how z is drawn for generation (prior) or refined through D (WL-GAN, MH-GAN, ...)."""
