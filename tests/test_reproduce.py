@@ -80,8 +80,8 @@ def test_verdicts_on_hand_cases():
     label, why = rp.verdict(5, ["short schedule: 10,000 G steps of the paper's 25,000"], True)
     assert label == "protocol differs" and "10,000 G steps of the paper's 25,000" in why and "agrees" in why
     assert rp.verdict(5, ["x"], False) == ("protocol differs", "x (the value does not agree)")
-    assert rp.verdict(0, [], None) == ("not run", "no finished run")
-    assert rp.verdict(0, ["x"], True)[0] == "not run"    # no run, no verdict, whatever else is known
+    assert rp.verdict(0, [], None) == ("not measured", "no finished run")
+    assert rp.verdict(0, ["x"], True)[0] == "not measured"    # no run, no verdict, whatever else is known
     assert rp.verdict(2, [], None)[0] == "protocol differs"
 
 
@@ -155,7 +155,7 @@ def test_ledger_rows_from_fake_runs(tmp_path):
 
     missing = make_cell(name="never")
     got = rows(tmp_path, missing)
-    assert {r.verdict for r in got.values()} == {"not run"} and got["modes"].ours.n == 0
+    assert {r.verdict for r in got.values()} == {"not measured"} and got["modes"].ours.n == 0
 
 
 def test_document_states_the_rule_and_labels_rows(tmp_path):
@@ -166,11 +166,13 @@ def test_document_states_the_rule_and_labels_rows(tmp_path):
     text = rp.document(records, "full", tmp_path, plan, 2)
     assert "tolerance τ" in text and "half a mode" in text and "Plan (planned, not measured)" in text
     assert "Planned: 123 CPU-min, about 62 min" in text
-    assert "Verdicts: reproduced 2, not reproduced 0, protocol differs 0, not run 2." in text
+    assert "Verdicts: reproduced 2, not reproduced 0, protocol differs 0, not measured 2." in text
     line = next(ln for ln in text.splitlines() if ln.startswith("| gan | modes |"))
     assert "| 8.0 | 8.0 ± 0.0 (SD) | 5 | [8.0, 8.0] | 0.5 | full (25,000 G steps) | **reproduced** |" in line
-    assert "| never | hq_percent | 50.0 | — | 0 | — |" in text and "**not run**" in text
+    assert "| never | hq_percent | 50.0 | not measured | 0 | — |" in text and "**not measured**" in text
+    assert "| full (25,000 G steps planned) | **not measured** |" in text
     assert "Note — `never`: copied from another table" in text
+    assert "P. Error measure: none given; 5 runs; paper budget 25,000 G steps." in text
 
 
 def test_rows_in_the_papers_error_measure(tmp_path):
@@ -183,7 +185,7 @@ def test_rows_in_the_papers_error_measure(tmp_path):
     assert row.published_error == 0.5 and row.ours.error("SE") == pytest.approx(stats.sem(modes))
     assert row.tol == pytest.approx(stats.t.ppf(0.975, 9) * 0.5) and row.verdict == "reproduced"
     line = rp._row_line(row)
-    assert "| 6.3 ± 0.5 | 6.3 ± 0.3 (SE) | 10 | [5.8, 6.9] | 1.13 |" in line
+    assert "| 6.3 ± 0.5 (SE) | 6.3 ± 0.3 (SE) | 10 | [5.8, 6.9] | 1.13 |" in line
 
 
 def test_estimates_and_plan_from_the_cells_cost_figures():
@@ -295,7 +297,7 @@ def test_smoke_two_seeds_of_a_tiny_cell_through_the_runner(tmp_path, capsys):
     line = next(ln for ln in text.splitlines() if ln.startswith("| gan | modes |") and "| 2 |" in ln)
     assert "**protocol differs**" in line and "2 G steps of the paper's 25,000" in line
     assert "2 runs, the paper's 5" in line and "evaluator.n_samples: 2500 → 64" in line
-    assert "**not run**" in text                                       # the other cells: no runs, no verdict
+    assert "**not measured**" in text                                       # the other cells: no runs, no verdict
     before = [p.stat().st_mtime_ns for p in runs]
     rp.main(args)
     assert "0 training processes" in capsys.readouterr().out

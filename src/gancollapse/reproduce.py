@@ -50,6 +50,8 @@ DEFAULT_DOC = Path("docs/REPRODUCTION.md")
 SCHEDULES = ("short", "full")
 #: the tables' ``repro.error`` values → the measure's short name (None: the table gives single numbers)
 ERROR_MEASURES: dict[str, str | None] = {"standard error": "SE", "standard deviation": "SD", "none": None}
+#: how the ledger names a table's error measure
+MEASURE_NAMES = {"SE": "standard error of the mean (SE)", "SD": "standard deviation (SD)"}
 CONFIDENCE = 0.95
 #: the tolerance floor for mode counts (see :func:`tolerance`)
 MODE_TOLERANCE = 0.5
@@ -58,7 +60,7 @@ TERMINAL = ("finished", "diverged")
 #: CPU minutes one training process spends outside its steps (imports, Hydra, the final evaluation), measured as
 #: ~7 CPU-s for a 2-step run on the development machine
 PROCESS_OVERHEAD_MIN = 0.15
-VERDICTS = ("reproduced", "not reproduced", "protocol differs", "not run")
+VERDICTS = ("reproduced", "not reproduced", "protocol differs", "not measured")
 #: config keys that change neither what is trained nor how it is scored (bookkeeping, logging, where it runs);
 #: ``max_g_steps`` and ``run_length`` are left out because a run's length is read from its summary's g_steps
 IGNORED = ("max_g_steps", "run_length", "ensemble", "repro", "resume", "ckpt_every_n_steps", "ckpt_every_minutes",
@@ -281,12 +283,12 @@ def protocol_differences(steps_done: Sequence[int], paper_steps: int, schedule: 
 
 
 def verdict(n: int, differences: Sequence[str], agreement: bool | None) -> tuple[str, str]:
-    """(verdict, why) of one published number: ``not run`` without a finished run (no verdict); ``protocol
+    """(verdict, why) of one published number: ``not measured`` without a finished run (no verdict); ``protocol
     differs`` when the runs differ from the paper's protocol (:func:`protocol_differences`, named in why, with
     whether the value would agree); else ``reproduced`` when the paper's value lies within our interval widened
     by the tolerance (:func:`agrees`), ``not reproduced`` when it does not."""
     if n == 0:
-        return "not run", "no finished run"
+        return "not measured", "no finished run"
     seen = {True: "the value agrees", False: "the value does not agree", None: "no interval"}[agreement]
     if differences:
         return "protocol differs", "; ".join(differences) + f" ({seen})"
@@ -545,11 +547,12 @@ def _row_line(row: Row) -> str:
     d = _digits(row.metric)
     measure = row.cell.error or "SD"
     paper = f"{row.cell.published[row.metric]}" + (f" ± {row.cell.published[row.metric + '_' + row.cell.error.lower()]}"
-                                                  if row.published_error is not None else "")
+                                                  f" ({row.cell.error})" if row.published_error is not None else "")
     o = row.ours
-    ours = "—" if o.n == 0 else f"{_fmt(o.mean, d)} ± {_fmt(o.error(row.cell.error), d)} ({measure})"
+    ours = "not measured" if o.n == 0 else f"{_fmt(o.mean, d)} ± {_fmt(o.error(row.cell.error), d)} ({measure})"
     interval = "—" if o.interval is None else f"[{_fmt(o.interval[0], d)}, {_fmt(o.interval[1], d)}]"
-    schedule = row.cell.schedule + (f" ({row.steps} G steps)" if row.steps != "—" else "")
+    schedule = row.cell.schedule + (f" ({row.steps} G steps)" if row.steps != "—"
+                                     else f" ({row.cell.steps:,} G steps planned)")
     return (f"| {row.cell.name} | {row.metric} | {paper} | {ours} | {o.n} | {interval} | {row.tol:.3g} | {schedule} "
             f"| **{row.verdict}** | {row.why} |")
 
@@ -595,6 +598,17 @@ def document(records: Sequence[CellRecord], schedule: str, out: Path, plan: tupl
            "the paper's budget get a verdict. `--full` runs the papers' budgets." if schedule == "short"
            else " — the papers' budgets (`max_g_steps` of each file)."),
         "",
+        "## How to run it",
+        "",
+        "* `make reproduce-plan` (`python -m gancollapse.reproduce --plan`): every cell, its runs, whether its seeds "
+        "train batched in one process, and the estimated CPU and wall minutes; trains nothing.",
+        "* `make reproduce` (`python -m gancollapse.reproduce`): trains every cell's missing seeds two processes at a "
+        "time under `multirun/reproduce/<short|full>/<table>/<cell>/seed_<s>/`, then rewrites this file. A rerun "
+        "resumes: finished seeds are skipped, interrupted ones continue from their last checkpoint.",
+        "* `make reproduce REPRO_ARGS=\"--tables gdpp_ring --cells gan\"`: some cells only; `REPRO_ARGS=--full`: "
+        "the papers' budgets (days on a CPU); `REPRO_ARGS=--no-train`: only this file, from the runs on disk; "
+        "`REPRO_ARGS=\"--runs 2 -- max_g_steps=2\"`: a tiny smoke run (its rows say *protocol differs*).",
+        "",
         "## How a row is judged",
         "",
         "* **ours**: the cell's finished runs (seeds 0…K−1, K the paper's number of runs, or ours where it states "
@@ -614,7 +628,7 @@ def document(records: Sequence[CellRecord], schedule: str, out: Path, plan: tupl
         "* **not reproduced**: the same protocol, and the paper's value lies outside that band.",
         "* **protocol differs**: the runs differ from the protocol (a short schedule, fewer runs, a run that did "
         "not finish, a changed setting): the row says how, and whether its value would agree.",
-        "* **not run**: no finished run behind the cell: no verdict.",
+        "* **not measured**: no finished run behind the cell: no verdict.",
         "",
         f"Verdicts: {', '.join(f'{v} {counts[v]}' for v in VERDICTS)}.",
         "",
@@ -635,7 +649,7 @@ def document(records: Sequence[CellRecord], schedule: str, out: Path, plan: tupl
         runs = f"{c.protocol_runs} runs" + ("" if c.runs_stated else " (chosen: the paper states none)")
         if c.runs != c.protocol_runs:
             runs += f"; {c.runs} asked for (--runs)"
-        lines += [f"## {table}: {c.title}", "", f"{c.paper}. Error measure: {c.error or 'none given'}; {runs}; "
+        lines += [f"## {table}: {c.title}", "", f"{c.paper}. Error measure: {MEASURE_NAMES.get(c.error or '', 'none given')}; {runs}; "
                   f"paper budget {c.paper_steps:,} G steps.", "",
                   "| cell | metric | paper | ours | n | 95% interval | τ | schedule | verdict | why |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
@@ -684,7 +698,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     schedule = "full" if args.full else "short"
     extra = [*args.override, *args.overrides]
     try:
-        # the ledger covers every table; the cells not asked for show what is on disk (or "not run")
+        # the ledger covers every table; the cells not asked for show what is on disk (or "not measured")
         ledger = load_cells(schedule, extra, args.runs)
         cells = select_cells(ledger, args.tables, args.cells)
     except ValueError as err:
