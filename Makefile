@@ -65,6 +65,26 @@ BENCH_ARGS ?=
 benchmark: $(STAMP)
 	$(PY) -m gancollapse.benchmark --set $(BENCH) $(if $(BENCH_DIR),--out $(BENCH_DIR)) --jobs $(BENCH_JOBS) $(BENCH_ARGS)
 
+# ---------------------------------------------------------------------------- Reproduction ledger
+# Every paper-table reproduction of conf/experiment/repro/ (GDPP, VEEGAN, PacGAN ring/grid tables) with its paper's
+# number of runs, then docs/REPRODUCTION.md: per cell the paper's number, ours (mean, the paper's error measure,
+# n, 95% interval) and a verdict (gancollapse.reproduce). Default: each table's short CPU schedule (rows labelled
+# short; planned to fit 3 h on 2 cores: `make reproduce REPRO_ARGS=--plan`); REPRO_ARGS=--full: the papers'
+# budgets (days on a CPU). A rerun resumes: finished seeds are skipped. REPRO_ARGS: e.g. "--tables gdpp_ring",
+# "--no-train" (only the ledger), "-- <hydra overrides for every run>".
+REPRO_DIR ?= multirun/reproduce
+REPRO_JOBS ?= 2
+REPRO_ARGS ?=
+
+.PHONY: reproduce reproduce-plan
+
+reproduce: $(STAMP)
+	$(PY) -m gancollapse.reproduce --out $(REPRO_DIR) --jobs $(REPRO_JOBS) $(REPRO_ARGS)
+
+# the cells, their runs, batching and estimated CPU/wall minutes; trains nothing
+reproduce-plan: $(STAMP)
+	$(PY) -m gancollapse.reproduce --plan --out $(REPRO_DIR) --jobs $(REPRO_JOBS) $(REPRO_ARGS)
+
 # ---------------------------------------------------------------------------- MBRCE-AAE / ALAE
 # Progressive adversarial autoencoders (gancollapse.models.mbrce_aae). RUN=<run dir>, ARGS="<hydra overrides>".
 #   make mbrce                      # embedded digits: TFRecords, lods 0..3, evaluation, figures (a few CPU minutes)

@@ -7,7 +7,13 @@ no evaluation: what a long run spends its time on), one thread, and extrapolates
 checkout (Unrolled GAN, GDPP) are reported as missing; ``--proxies`` times stand-ins for them: D steps with a
 kept graph (k unrolled D steps) and two symmetric eigendecompositions of the batch kernel (GDPP's loss).
 
-    python scripts/bench_repro.py [--steps 300] [--warmup 20] [--proxies] [--json out.json]
+With ``--ensemble K`` each cell is also timed as K seeds batched in one process
+(:class:`gancollapse.models.ensemble.EnsembleGAN`, what ``ensemble=K`` trains), where this checkout can build
+it: the CPU cost of one G step of all K together, and its ratio to one run's (``make reproduce`` plans batched
+cells with it).
+
+    python scripts/bench_repro.py [--steps 300] [--warmup 20] [--proxies] [--ensemble 5] [--cells gan,...]
+        [--tables pacgan_ring,...] [--json out.json]
 """
 
 from __future__ import annotations
@@ -51,6 +57,45 @@ def time_cell(name: str, overrides: list[str], steps: int, warmup: int) -> tuple
     def g_step() -> None:
         for _ in range(n_critic):
             nonlocal batches
+            try:
+                batch = next(batches)
+            except StopIteration:
+                batches = iter(dm.train_dataloader())
+                batch = next(batches)
+            module.training_step(batch)
+
+    for _ in range(warmup):
+        g_step()
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        g_step()
+    return (time.process_time() - c0) / steps, (time.perf_counter() - t0) / steps
+
+
+def time_ensemble(name: str, overrides: list[str], k: int, steps: int, warmup: int) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) per G step of K seeds of the cell batched in one process (every member's
+    step together). Raises what the ensemble raises for a cell it cannot batch."""
+    from gancollapse.data.ensemble import EnsembleDataModule
+    from gancollapse.ensemble import member_config
+    from gancollapse.models.ensemble import EnsembleGAN
+
+    cfg = _cfg([f"experiment=repro/{name}", *overrides, f"ensemble={k}"])
+    modules, datamodules, states = [], [], []
+    for s in range(k):
+        torch.manual_seed(s)
+        member = member_config(cfg, s)
+        datamodules.append(build_datamodule(member))
+        modules.append(build_module(member))
+        states.append(torch.get_rng_state())
+    module = EnsembleGAN(modules, list(range(k)), states)
+    dm = EnsembleDataModule(datamodules)
+    dm.setup("fit")
+    batches = iter(dm.train_dataloader())
+    n_critic = int(cfg.n_critic)
+
+    def g_step() -> None:
+        nonlocal batches
+        for _ in range(n_critic):
             try:
                 batch = next(batches)
             except StopIteration:
@@ -116,15 +161,23 @@ def main() -> None:
     parser.add_argument("--proxies", action="store_true")
     parser.add_argument("--json")
     parser.add_argument("--only-proxies", action="store_true")
+    parser.add_argument("--ensemble", type=int, default=0, help="also time K seeds batched (0: off)")
+    parser.add_argument("--tables", default="", help="comma-separated repro files (default: all)")
+    parser.add_argument("--cells", default="", help="comma-separated cell names (default: all)")
     args = parser.parse_args()
+    tables = [t for t in args.tables.split(",") if t] or REPRO
+    cells = {c for c in args.cells.split(",") if c}
     torch.set_num_threads(1)
     rows = []
-    for name in [] if args.only_proxies else REPRO:
+    for name in [] if args.only_proxies else tables:
         meta = _cfg([f"experiment=repro/{name}"])
         paper_steps = int(meta.max_g_steps)
-        short = [o for o in meta.repro.short if o.startswith("max_g_steps=")]
-        short_steps = int(short[0].split("=")[1]) if short else paper_steps
         for cell, spec in meta.repro.cells.items():
+            if cells and cell not in cells:
+                continue
+            # a cell's own short schedule replaces its table's
+            short = [o for o in spec.get("short", meta.repro.short) if o.startswith("max_g_steps=")]
+            short_steps = int(short[0].split("=")[1]) if short else paper_steps
             overrides = list(spec.overrides)
             missing = [o.split("=")[1] for o in overrides if o.startswith("regularizer=")
                        and not (Path(CONF_DIR) / "regularizer" / f"{o.split('=')[1]}.yaml").is_file()]
@@ -137,6 +190,18 @@ def main() -> None:
                    "wall_ms_per_g_step": round(1000 * wall, 3), "paper_g_steps": paper_steps,
                    "paper_cpu_min": round(sec * paper_steps / 60, 1), "short_g_steps": short_steps,
                    "short_cpu_min": round(sec * short_steps / 60, 1), "runs": meta.repro.runs or meta.repro.runs_chosen}
+            if args.ensemble > 1:
+                try:
+                    esec, ewall = time_ensemble(name, overrides, args.ensemble, args.steps, args.warmup)
+                    row.update({"ensemble": args.ensemble, "ensemble_ms_per_g_step": round(1000 * esec, 3),
+                                "ensemble_wall_ms_per_g_step": round(1000 * ewall, 3),
+                                "ensemble_ratio": round(esec / sec, 2)})
+                    print(f"{name:12s} {cell:13s} ensemble={args.ensemble}: {1000 * esec:8.2f} CPU-ms/G step "
+                          f"= {esec / sec:.2f} x one run", flush=True)
+                except Exception as err:  # noqa: BLE001 -- a cell this checkout cannot batch: say why
+                    row["ensemble_error"] = f"{type(err).__name__}: {err}"[:200]
+                    print(f"{name:12s} {cell:13s} ensemble={args.ensemble}: not batched here ({row['ensemble_error']})",
+                          flush=True)
             rows.append(row)
             print(f"{name:12s} {cell:13s} {row['ms_per_g_step']:8.2f} CPU-ms/G step (wall {row['wall_ms_per_g_step']:.1f})"
                   f"  paper {paper_steps:>7,} steps = "
