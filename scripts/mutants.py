@@ -17,6 +17,7 @@ Outcomes (one line per mutant, then a summary):
 * ``INVALID``  — the mutated Python file does not compile (the replacement is wrong, not the method).
 * ``NO-TESTS`` — pytest found none of the listed node ids (renamed or deleted tests).
 * ``TIMEOUT``  — the tests ran past ``--timeout``: inconclusive (raise the limit or pick faster tests).
+* ``KILLED``   — pytest itself died of a signal (out of memory, a segfault): inconclusive.
 
 The exit code is 0 only when every selected mutant is ``caught``.
 
@@ -403,7 +404,7 @@ MUTANTS: tuple[Mutant, ...] = (
 @dataclass
 class Result:
     name: str
-    status: str  # caught | SURVIVED | STALE | AMBIGUOUS | INVALID | NO-TESTS | TIMEOUT
+    status: str  # caught | SURVIVED | STALE | AMBIGUOUS | INVALID | NO-TESTS | TIMEOUT | KILLED | BASELINE-FAILED
     seconds: float = 0.0
     by: str = ""  # the first failing node id (caught) or the reason (other outcomes)
 
@@ -414,6 +415,7 @@ class Result:
 
 _RUNNING: set[subprocess.Popen] = set()
 _RUNNING_LOCK = threading.Lock()
+_STOP = threading.Event()  # set on Ctrl-C: no new test run starts
 
 
 def snippet_status(m: Mutant, root: Path) -> tuple[str, str]:
@@ -443,9 +445,12 @@ def _pytest(tests: Sequence[str], pythonpath: Path, root: Path, timeout: float, 
     env.setdefault("OMP_NUM_THREADS", "1")
     cmd = [python, "-m", "pytest", "-q", "-rfE", "-p", "no:xdist", "-p", "no:cacheprovider", "-m", "",
            *(["-x"] if stop_first else []), *tests]
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
     with _RUNNING_LOCK:
+        if _STOP.is_set():
+            raise KeyboardInterrupt
+        # its own session: Ctrl-C reaches only this script, which then kills the whole group (training subprocesses too)
+        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
         _RUNNING.add(proc)
     try:
         out, _ = proc.communicate(timeout=timeout)
@@ -496,8 +501,12 @@ def run_mutant(m: Mutant, root: Path = ROOT, timeout: float = 900.0, python: str
                 return Result(m.name, "INVALID", time.monotonic() - start, str(err).strip().splitlines()[-1])
         rc, out = _pytest(m.tests, src, root, timeout, python)
     seconds = time.monotonic() - start
+    if _STOP.is_set():  # killed by Ctrl-C, not by the mutant
+        raise KeyboardInterrupt
     if verbose:
         print(out, flush=True)
+    if rc is not None and rc < 0:  # pytest itself died of a signal (OOM killer, segfault): inconclusive
+        return Result(m.name, "KILLED", seconds, f"pytest died of signal {-rc}")
     if rc is None:
         return Result(m.name, "TIMEOUT", seconds, f"tests ran past {timeout:.0f} s")
     if rc == 0:
@@ -515,7 +524,7 @@ def run_baseline(mutants: Sequence[Mutant], root: Path, timeout: float, python: 
     rc, out = _pytest(tests, root / "src", root, timeout * max(1, len(mutants)), python, stop_first=False)
     seconds = time.monotonic() - start
     if rc == 0:
-        return True, f"{len(tests)} tests pass on the unmutated source", seconds
+        return True, f"all {len(tests)} listed tests pass on the unmutated source", seconds
     if rc is None:
         return False, "baseline timed out", seconds
     failed = _FAILED.findall(out)
@@ -550,10 +559,11 @@ def run_all(mutants: Sequence[Mutant], root: Path = ROOT, jobs: int = 1, timeout
         for r in pool.map(one, mutants):
             results[r.name] = r
     except KeyboardInterrupt:
-        pool.shutdown(wait=False, cancel_futures=True)
         with _RUNNING_LOCK:
+            _STOP.set()
             for proc in list(_RUNNING):
                 _kill(proc)
+        pool.shutdown(wait=True, cancel_futures=True)  # the workers remove their temporary copies
         raise
     pool.shutdown()
     return [results[m.name] for m in mutants], time.monotonic() - start
@@ -646,9 +656,9 @@ def main(argv: Sequence[str] | None = None, mutants: Sequence[Mutant] = MUTANTS,
     if args.markdown:
         sys.stdout.write(markdown(chosen))
         return 0
-    if args.write_docs:
-        DOCS.write_text(docs_with_table(DOCS.read_text(encoding="utf-8"), chosen), encoding="utf-8")
-        print(f"wrote the table of {len(chosen)} mutants into {DOCS}")
+    if args.write_docs:  # always the whole table, whatever --only says
+        DOCS.write_text(docs_with_table(DOCS.read_text(encoding="utf-8"), mutants), encoding="utf-8")
+        print(f"wrote the table of {len(mutants)} mutants into {DOCS}")
         return 0
     if args.check:
         bad = [(m, *snippet_status(m, root)) for m in chosen]

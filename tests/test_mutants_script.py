@@ -57,7 +57,7 @@ def test_caught_survived_and_stale_are_reported_and_the_tree_is_untouched(projec
     assert rows["minus"] == ("caught", "tests/test_calc.py::test_add")
     assert rows["swapped"][0] == "SURVIVED"
     assert rows["gone"][0] == "STALE"
-    assert "baseline" in out and "1 tests pass on the unmutated source" in out
+    assert "baseline" in out and "all 1 listed tests pass on the unmutated source" in out
     assert (project / "src" / "fakepkg" / "calc.py").read_text() == CALC  # mutants live in temporary copies
     # caught alone: exit code 0; a stale snippet alone (no pytest run needed): non-zero
     assert mutants.main(["--only", "minus", "--no-baseline"], mutants=table, root=project) == 0
