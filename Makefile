@@ -36,8 +36,9 @@ MUTANT_JOBS ?= 1
 mutants: $(STAMP)
 	$(PY) scripts/mutants.py --jobs $(MUTANT_JOBS)
 
-lint: $(STAMP)
+lint: $(STAMP)   # style (ruff) and the layers (lint-imports: the contracts in pyproject.toml, docs/ARCHITECTURE.md)
 	$(PY) -m ruff check src tests scripts
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	$(PY) scripts/bench_toy.py
@@ -87,7 +88,7 @@ ALAE_CELEBA_RUN ?= outputs/alae_celeba256
 # intra-op threads per process ran ~10x slower than one (measured on a loaded 2-core machine); raise on a quiet one.
 MBRCE_THREADS ?= 1
 MBRCE_PY := OMP_NUM_THREADS=$(MBRCE_THREADS) $(PY)
-MBRCE_FIGURES := $(MBRCE_PY) -m gancollapse.aae.figures $(RUN)
+MBRCE_FIGURES := $(MBRCE_PY) -m gancollapse.figures_aae $(RUN)
 
 .PHONY: mbrce mbrce-data mbrce-train mbrce-fresh mbrce-samples mbrce-recon mbrce-interp mbrce-stylemix \
 	mbrce-figures mbrce-eval mbrce-bench mbrce-celeba-data mbrce-celeba alae-celeba
@@ -117,7 +118,7 @@ mbrce-figures: $(STAMP)
 	$(MBRCE_FIGURES) --what all
 
 mbrce-eval: $(STAMP)   # metrics of $(RUN)'s last checkpoint into $(RUN)/summary.json (and figures)
-	$(MBRCE_PY) -m gancollapse.aae.evaluate $(RUN)
+	$(MBRCE_PY) -m gancollapse.evaluate_aae $(RUN)
 
 mbrce-bench: $(STAMP)   # share of the cs2 term in one training iteration at the digits default
 	$(PY) scripts/bench_mbrce_train.py

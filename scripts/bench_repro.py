@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from gancollapse.build import build_datamodule, build_module
+from gancollapse.build import build_module
+from gancollapse.instantiate import build_datamodule
 from gancollapse.paths import CONF_DIR
 
 REPRO = sorted(p.stem for p in (Path(CONF_DIR) / "experiment" / "repro").glob("*.yaml"))

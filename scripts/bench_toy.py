@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
 from gancollapse.nets.mlp import MLP
-from gancollapse.train import CONF_DIR, run
+from gancollapse.paths import CONF_DIR
+from gancollapse.train import run
 
 
 def plain_loop(steps: int, device: str, batch: int = 500, n: int = 10_000, z_dim: int = 32) -> float:

@@ -14,7 +14,8 @@ from hydra.utils import get_class, instantiate
 from gancollapse.paths import CONF_DIR
 from gancollapse.report import write_report
 from gancollapse.runio import RunError
-from gancollapse.train import run, validate
+from gancollapse.runner import validate
+from gancollapse.train import run
 from tests.conftest import TINY, aae_overrides, compose_cfg
 
 QUIET = ["evaluator=none", "max_g_steps=2", "callbacks.progress_bar=null"]
@@ -144,3 +145,57 @@ def test_report_labels_rows_from_what_was_applied(tmp_path):
     (run_dir / "config.yaml").write_text(cfg.replace("loss: hinge", "loss: standard").replace("HingeLoss", "StandardLoss"))
     md = write_report(tmp_path).read_text()
     assert "| hinge | r1 |" in md and "standard" not in md.split("\n", 3)[-1]
+
+
+def test_every_model_offers_the_contract_and_its_capabilities(digits16, tmp_path):
+    """gancollapse.models.contract: every model is Generative; the rest are capabilities callbacks may require."""
+    from gancollapse.build import build_module
+    from gancollapse.models.contract import Adversarial, Autoencoding, Generative, HessianProbe, Progressive
+
+    offers = {"gan": {Adversarial}, "distgan": {Adversarial, HessianProbe}, "mbrce": {Autoencoding, Progressive},
+              "alae": {Autoencoding, Progressive}}
+    for model, expected in offers.items():
+        module = build_module(compose_cfg(_base(model, digits16, tmp_path), tiny=False))
+        assert isinstance(module, Generative), model
+        got = {c for c in (Adversarial, Autoencoding, HessianProbe, Progressive) if isinstance(module, c)}
+        assert got == expected, model
+
+
+def test_a_callback_needing_what_the_model_lacks_is_refused_at_start_up(digits16, tmp_path):
+    cfg = compose_cfg([*_base("mbrce", digits16, tmp_path), "+callbacks=observatory"], tiny=False)
+    with pytest.raises(RunError, match=r"^callbacks.observatory: needs a model with Adversarial \(a generator and a "
+                                       r"per-sample discriminator.*MBRCE-AAE/ALAE has none"):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_closing_printout_shows_the_main_metrics_of_image_runs():
+    from gancollapse.progress import closing_lines
+
+    summary = {"status": "finished", "g_steps": 12, "nonfinite_skips": 0, "fid": 3.25, "kid": 0.0123, "modes": 417.0,
+               "kl_uniform": 1.5, "best/fid": 3.0, "eval/seconds": 9.5, "eval/g_step": 12.0, "fid@mhgan": 3.5}
+    shown = closing_lines(Path("run"), summary)[-2]
+    for key in ("fid=3.25", "kid=0.0123", "modes=417", "kl_uniform=1.5", "best/fid=3", "fid@mhgan=3.5"):
+        assert key in shown, (key, shown)
+    assert "eval/seconds" not in shown and "eval/g_step" not in shown
+
+
+def test_a_run_saved_before_the_prior_group_still_loads_with_its_prior(tmp_path):
+    """Runs saved before the prior group kept the prior's keys in their sampler node (which training used only to
+    draw z): such a config.yaml loads, with that prior, and samples."""
+    import yaml
+
+    import gancollapse
+
+    run_dir = tmp_path / "old"
+    run(compose_cfg([*QUIET, "prior=uniform"]), run_dir)
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    del saved["prior"]
+    saved["sampler"] = {"_target_": "gancollapse.samplers.mhgan.MHGANSampler", "distribution": "uniform",
+                        "low": -1.0, "high": 1.0, "chain_length": 640}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    handle = gancollapse.load(run_dir, which="last")
+    assert handle.module.prior.describe() == "uniform[-1,1]"
+    z = handle.sample_z(64, seed=0)
+    assert z.min() >= -1 and z.max() <= 1 and z.abs().max() > 0.5  # uniform draws, not normal ones
+    assert handle.make_sampler("mhgan", fit=False).distribution == "uniform"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from .conftest import compose_cfg
+from .conftest import compose_cfg, error_line
 from .reliability_helpers import cli
 
 QUICK = ["callbacks.progress_bar=null", "max_g_steps=2"]
@@ -47,6 +47,9 @@ TRAIN = [
     (["dataset=ring", "model=dcgan32"], "model.generator.channels: Interpolation key 'dataset.channels' not found"),
     (["sampler=mhgan"], "sampler=mhgan: training draws z from the prior"),
     (["evaluator=toy", "evaluator.samplers=[prior,nope]"], "evaluator.samplers=['prior', 'nope']: no sampler nope"),
+    (["evaluator=toy", "+evaluator.metrics.mean={_target_:torchmetrics.MeanMetric}"],
+     "evaluator.metrics.mean=MeanMetric: update() takes 'value', which this evaluator does not provide"),
+    (["evaluator=toy", "+evaluator.metrics.modes.treshold=3"], "evaluator.metrics.modes.treshold: ToyModeStats has no such key"),
     (["experiment=benchmark/distgan", "loss=hinge"], "loss=hinge: Dist-GAN uses its own loss"),
     (["experiment=mbrce_aae_digits", "regularizer=spectral_norm"], "regularizer.spectral_norm (SpectralNorm) needs"),
     (["experiment=mbrce_aae_digits", "+optim.generator.lr=0.1"], "optim.generator.lr=0.1: MBRCE-AAE/ALAE sets the "
@@ -60,11 +63,7 @@ TRAIN = [
 def _one_error_line(out: str) -> str:
     """The output ends in its only ``error:`` line, with no traceback (``<what> — <fix>`` where the fix is more
     than "change the value": a component's own range check says only what is wrong)."""
-    lines = [line for line in out.splitlines() if line.strip()]
-    assert "Traceback" not in out, out[-3000:]
-    assert lines and lines[-1].startswith("error: "), out[-3000:]
-    assert sum(line.startswith("error:") for line in lines) == 1, out[-3000:]
-    return lines[-1]
+    return error_line(out, with_fix=False)
 
 
 @pytest.mark.parametrize("args,expected", TRAIN, ids=[" ".join(a) for a, _ in TRAIN])

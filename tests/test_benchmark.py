@@ -17,7 +17,8 @@ from gancollapse.benchmark import (
     sample_commands,
     train_commands,
 )
-from gancollapse.train import CONF_DIR, run
+from gancollapse.paths import CONF_DIR
+from gancollapse.train import run
 from tests.conftest import compose_cfg
 
 

@@ -12,8 +12,10 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import gancollapse
-from gancollapse.build import build_datamodule, build_module
-from gancollapse.train import CONF_DIR, run
+from gancollapse.build import build_module
+from gancollapse.instantiate import build_datamodule
+from gancollapse.paths import CONF_DIR
+from gancollapse.train import run
 
 TINY = ["optim=distgan", "dataset=digits", "dataset.img_size=28", "evaluator=none",
         "z_dim=2", "max_g_steps=6", "log_every_n_steps=2", "logger=csv", "callbacks.progress_bar=null",

@@ -17,7 +17,8 @@ from gancollapse.nets.stacked import StackedMLP
 from gancollapse.optim.stacked import stacked_optimizer
 from gancollapse.regularizers.spectral_norm import apply_spectral_norm
 from gancollapse.report import write_report
-from gancollapse.train import config_changes, run
+from gancollapse.runner import config_changes
+from gancollapse.train import run
 
 from .conftest import compose_cfg
 

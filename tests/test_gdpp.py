@@ -3,7 +3,6 @@ repeated eigenvalues, D's features from the forward the loss already does, and a
 
 from __future__ import annotations
 
-import csv
 import math
 from functools import partial
 
@@ -20,7 +19,7 @@ from gancollapse.regularizers.gdpp import GDPP, dpp_kernel, gdpp_from_eig, gdpp_
 from gancollapse.regularizers.pack import Pack
 from gancollapse.regularizers.unrolled import Unrolled
 from gancollapse.train import run
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, metric_values
 
 # Real: rows (1,0), (1,0), (0,1): L = [[1,1,0],[1,1,0],[0,0,1]], eigenvalues 0, 1, 2 with eigenvectors
 # (1,−1,0)/√2, (0,0,1), (1,1,0)/√2. Fake: rows (1,0,0), (0,2,0), (0,0,√2): L = diag(1, 4, 2), eigenvalues
@@ -187,9 +186,7 @@ def test_ring_run_with_gdpp_and_spectral_norm(tmp_path):
     cfg = compose_cfg(["regularizer=[gdpp,spectral_norm]", "max_g_steps=20", "evaluator=none", "log_every_n_steps=2"])
     summary = run(cfg, tmp_path)
     assert summary["g_steps"] == 20 and summary["status"] == "finished"
-    with open(tmp_path / "metrics.csv") as fh:
-        rows = [r for r in csv.DictReader(fh) if r.get("train/gdpp")]
-    assert len(rows) >= 5
-    gdpp = [float(r["train/gdpp"]) for r in rows]
+    gdpp = metric_values(tmp_path, "train/gdpp")
+    assert len(gdpp) >= 5
     assert all(math.isfinite(v) and v > 0 for v in gdpp)
     assert max(gdpp) - min(gdpp) > 1e-4

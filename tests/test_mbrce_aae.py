@@ -4,7 +4,6 @@ optimizer assignment, configuration errors and the CelebA-256 recipe."""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 
@@ -14,15 +13,16 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from PIL import Image
 
-from gancollapse.aae.evaluate import evaluate_run, reconstruction_metrics, ssim_sigma
-from gancollapse.aae.figures import bilinear_grid, interleave
-from gancollapse.aae.figures import main as figures_main
 from gancollapse.aggregate import flatten
 from gancollapse.build import build_module
+from gancollapse.evaluate_aae import evaluate_run
+from gancollapse.figures_aae import main as figures_main
+from gancollapse.metrics.aae import reconstruction_metrics, ssim_sigma
+from gancollapse.metrics.aae_figures import bilinear_grid, interleave
 from gancollapse.models.mbrce_aae import MBRCEAAEModule, alae_discriminator_loss
 from gancollapse.models.phased import PhaseBatch
 from gancollapse.train import run
-from tests.conftest import BATCH, N_IMAGES, N_TEST, compose_cfg
+from tests.conftest import BATCH, N_IMAGES, N_TEST, compose_cfg, is_png, metric_values
 from tests.conftest import aae_overrides as _overrides
 
 STEPS_PER_EPOCH = (N_IMAGES - N_TEST) // BATCH
@@ -30,12 +30,6 @@ STEPS_PER_EPOCH = (N_IMAGES - N_TEST) // BATCH
 
 def _max_adam_step(optimizer_state: dict) -> int:
     return max((int(s["step"]) for s in optimizer_state["state"].values()), default=0)
-
-
-def _is_png(path) -> bool:
-    with Image.open(path) as im:
-        im.verify()
-        return im.format == "PNG" and im.size[0] > 0
 
 
 # ---------------------------------------------------------------------------- a full run
@@ -68,7 +62,7 @@ def test_run_trains_every_lod_with_checkpoints_metrics_and_figures(full_run):
     assert summary["best/fid_step"] > 2 * STEPS_PER_EPOCH
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
     for name in ("samples", "recon", "interp", "stylemix"):
-        assert _is_png(run_dir / "figures" / f"{name}.png"), name
+        assert is_png(run_dir / "figures" / f"{name}.png"), name
     with Image.open(run_dir / "figures" / "interp.png") as im:  # 8 × 8 grid of 16-px tiles, 2-px padding
         assert im.size == (8 * 18 + 2, 8 * 18 + 2)
 
@@ -84,7 +78,7 @@ def test_evaluate_and_figures_cli_on_the_run(full_run, tmp_path):
         assert metrics[key] == pytest.approx(summary[key], rel=1e-9, abs=1e-12), key
     assert json.loads((run_dir / "summary.json").read_text())["recon/psnr"] == pytest.approx(metrics["recon/psnr"])
     paths = figures_main([str(run_dir), "--what", "samples,stylemix", "--out", str(tmp_path)])
-    assert sorted(paths) == ["samples", "stylemix"] and all(_is_png(p) for p in paths.values())
+    assert sorted(paths) == ["samples", "stylemix"] and all(is_png(p) for p in paths.values())
 
 
 # ---------------------------------------------------------------------------- resume vs lod change
@@ -135,8 +129,7 @@ def _code_norms(data, run_dir, g_steps: int, extra: list[str]) -> list[float]:
         "evaluator=none", *extra], tiny=False)
     summary = run(cfg, run_dir)
     assert summary["status"] == "finished" and summary["nonfinite_skips"] == 0
-    with open(run_dir / "metrics.csv", newline="") as f:
-        norms = [float(r["train/code_norm"]) for r in csv.DictReader(f) if r.get("train/code_norm")]
+    norms = metric_values(run_dir, "train/code_norm")
     assert len(norms) == g_steps
     return norms
 
@@ -181,8 +174,7 @@ def test_spectral_estimator_trains_through_the_pipeline(digits16, tmp_path, alph
                          "max_g_steps=6", "evaluator.figures=false", "evaluator.classifier=null"], tiny=False)
     summary = run(cfg, tmp_path / "run")
     assert summary["status"] == "finished" and summary["g_steps"] == 6 and summary["nonfinite_skips"] == 0
-    with open(tmp_path / "run" / "metrics.csv", newline="") as f:
-        divs = [float(r["train/divergence"]) for r in csv.DictReader(f) if r.get("train/divergence")]
+    divs = metric_values(tmp_path / "run", "train/divergence")
     assert len(divs) == 3 and all(math.isfinite(d) for d in divs)  # logged every 2 steps
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["mbrce_aae"]["estimator"] == "spectral"
@@ -211,13 +203,18 @@ def _fixed_divergence(m: MBRCEAAEModule, x: torch.Tensor, z: torch.Tensor) -> fl
 ESTIMATORS = [{}, {"estimator": "spectral", "alpha": 0.5}]  # cs2 (default) and the paper's α < 1 form
 
 
-@pytest.mark.parametrize("kw", ESTIMATORS, ids=["cs2", "spectral0.5"])
-def test_encoder_step_pushes_real_and_generated_codes_apart(kw):
+def _at_lod0_with_fixed_batch(**kw) -> tuple[MBRCEAAEModule, torch.Tensor, torch.Tensor]:
+    """A module at lod 0 and a fixed batch (x: 16 images of 4², z: their latents)."""
     m = _module(**kw)
     m.phase_batch((torch.zeros(16, 1, 4, 4), None))  # sets lod 0
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(16, 1, 4, 4, generator=gen) * 2 - 1
-    z = torch.randn(16, 8, generator=gen)
+    return m, x, torch.randn(16, 8, generator=gen)
+
+
+@pytest.mark.parametrize("kw", ESTIMATORS, ids=["cs2", "spectral0.5"])
+def test_encoder_step_pushes_real_and_generated_codes_apart(kw):
+    m, x, z = _at_lod0_with_fixed_batch(**kw)
     before = _fixed_divergence(m, x, z)
     g_before = [p.clone() for p in m.alae.generator.parameters()]
     for _ in range(5):
@@ -230,11 +227,7 @@ def test_encoder_step_pushes_real_and_generated_codes_apart(kw):
 
 @pytest.mark.parametrize("kw", ESTIMATORS, ids=["cs2", "spectral0.5"])
 def test_generator_step_pulls_generated_codes_towards_real_ones(kw):
-    m = _module(**kw)
-    m.phase_batch((torch.zeros(16, 1, 4, 4), None))
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(16, 1, 4, 4, generator=gen) * 2 - 1
-    z = torch.randn(16, 8, generator=gen)
+    m, x, z = _at_lod0_with_fixed_batch(**kw)
     before = _fixed_divergence(m, x, z)
     e_before = [p.clone() for p in m.alae.encoder.parameters()]
     m.sample_z = lambda n: z[:n]  # the G step draws its own z: make it the fixed one

@@ -9,7 +9,6 @@ one process that sees the whole batch.
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -19,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from gancollapse.aae.renyi import renyi_divergence
 from gancollapse.models.mbrce_aae import MBRCEAAEModule, divergence_r1
+from tests.conftest import free_port
 
 WORLD, N, D_IN, D_CODE = 2, 16, 6, 3  # N images in all, N / WORLD per rank
 CASES = [("cs2", 2.0, 10.0), ("spectral", 0.5, 0.0)]  # spectral has no double backward: no R1
@@ -74,17 +74,11 @@ def _rank(rank: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     out = tmp_path_factory.mktemp("ddp")
     # fork: the ranks inherit the imported modules (a spawned interpreter re-imports torch and Lightning, ~30 s)
-    mp.start_processes(_rank, args=(_free_port(), str(out)), nprocs=WORLD, join=True, start_method="fork")
+    mp.start_processes(_rank, args=(free_port(), str(out)), nprocs=WORLD, join=True, start_method="fork")
     return [torch.load(out / f"rank{r}.pt") for r in range(WORLD)]
 
 

@@ -13,10 +13,12 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from gancollapse.metrics.evaluator import Evaluator
+from gancollapse.metrics.fid import FID
 from gancollapse.metrics.image_callback import ImageEvaluator
 from gancollapse.metrics.toy_callback import ToyEvaluator
 from gancollapse.paths import CONF_DIR
-from gancollapse.train import build_callbacks
+from gancollapse.runner import build_callbacks
+from tests.conftest import StandInGenerator
 
 DATASETS = ["celeba", "cifar10", "digits", "grid", "image_folder", "mnist", "ring", "stacked_mnist", "tfrecord"]
 TOYS = {"ring", "grid"}
@@ -130,13 +132,15 @@ def test_each_dataset_selects_its_evaluator(dataset):
 
 def test_digits_evaluator_is_cpu_sized_and_unchanged():
     ev = _compose(["dataset=digits"]).evaluator
-    assert (ev.every_n_steps, ev.n_samples, ev.n_real, ev.feature, ev.n_prdc, ev.classifier) == (500, 1000, 1797, "tiny", 1000, None)
+    assert (ev.every_n_steps, ev.n_samples, ev.n_real, ev.feature, ev.metrics.prdc.n, ev.classifier) == (500, 1000, 1797, "tiny", 1000, None)
     ring = _compose([]).evaluator
     assert (ring.every_n_steps, ring.n_samples, ring.threshold, ring.min_fraction) == (250, 10000, 3.0, 0.008)
 
 
 def _kinds(cfg) -> list[str]:
-    cbs = build_callbacks(cfg, Path("/nonexistent"), None)
+    from gancollapse.build import build_module
+
+    cbs = build_callbacks(cfg, Path("/nonexistent"), build_module(cfg))
     return [type(c).__name__ + (f"({c.monitor})" if isinstance(c, ModelCheckpoint) and c.monitor else "") for c in cbs]
 
 
@@ -163,7 +167,7 @@ def test_every_dataset_has_a_default_evaluator_choice():
     assert not missing, f"add conf/evaluator/default/<name>.yaml for {missing}"
 
 
-class _NoisyG(torch.nn.Module):
+class _NoisyG(StandInGenerator):
     """A generator with stochastic inputs (as ALAE's noise): G(z) = tanh(pattern(z) + 0.3·ε), ε ~ N(0, I)
     from the global RNG."""
 
@@ -174,11 +178,6 @@ class _NoisyG(torch.nn.Module):
         from gancollapse.samplers.prior import PriorSampler
 
         self.sampler = PriorSampler()
-        self.latest_eval: dict[str, float] = {}
-
-    @property
-    def device(self) -> torch.device:
-        return torch.device("cpu")
 
     def sample_z(self, n: int, device, generator=None) -> torch.Tensor:  # noqa: ANN001
         return self.sampler.prior(n, self.z_dim, device, generator)
@@ -192,13 +191,13 @@ def test_image_evaluation_draws_the_same_noise_whatever_came_before(tmp_path):
     """The end of training and a later evaluation of its checkpoint must compute the same numbers: G's noise is
     drawn from the evaluator's seed after the extractor and real statistics are ready, not from wherever the
     global stream happens to be (building an extractor, a training step)."""
-    from gancollapse.data.images import DigitsDataModule
+    from gancollapse.data.digits import DigitsDataModule
 
     g, dm = _NoisyG(), DigitsDataModule(img_size=32)
 
     def evaluator() -> ImageEvaluator:
-        ev = ImageEvaluator(n_samples=64, n_real=64, feature="tiny", kid=False, prdc=False, grid_size=0,
-                            batch_size=32, cache_dir=str(tmp_path))
+        ev = ImageEvaluator(n_samples=64, n_real=64, feature="tiny", grid_size=0, batch_size=32,
+                            cache_dir=str(tmp_path), metrics={"fid": FID()})
         ev.datamodule = dm
         ev._draw_latents(g)
         return ev

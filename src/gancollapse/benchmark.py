@@ -28,7 +28,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +40,7 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from gancollapse.classifier import ensure_classifier, load_classifier
-from gancollapse.data.images import DigitsDataModule
+from gancollapse.data.digits import DigitsDataModule
 from gancollapse.metrics.image_callback import ImageEvaluator
 from gancollapse.metrics.mode_count import mode_stats, stacked_modes
 from gancollapse.paths import CONF_DIR
@@ -122,8 +122,9 @@ def count_modes(images: Tensor, classifier: nn.Module, batch_size: int = 1000) -
 
 class StackedDigitsEvaluator(ImageEvaluator):
     """:class:`~gancollapse.metrics.image_callback.ImageEvaluator` for ``dataset=stacked_digits`` and
-    ``dataset=stacked_mnist5k``: its metrics (FID etc.) plus ``modes`` and ``kl_uniform`` over the ``n_samples``
-    evaluation images.
+    ``dataset=stacked_mnist5k``: its metrics (FID etc.) and, from the digit classifier it provides, ``modes`` and
+    ``kl_uniform`` over the ``n_samples`` evaluation images (``evaluator.metrics.modes``,
+    :class:`gancollapse.metrics.mode_count.StackedModes`: the same numbers as :func:`count_modes`).
 
     ``classifier: auto`` uses (and builds on first use, ``classifier_epochs`` epochs: a few CPU seconds for the
     digits at 16 px, a few CPU minutes for MNIST-5k at 28 px) the classifier of the dataset's digit
@@ -137,6 +138,9 @@ class StackedDigitsEvaluator(ImageEvaluator):
         if not classifier:
             raise ValueError("evaluator.classifier must be auto or a digits classifier path: Stacked Digits counts "
                              "modes with it")
+        if "classifier" not in self.metrics.needs():
+            raise ValueError("evaluator.metrics: no metric takes the digit classifier, so Stacked Digits would count no "
+                             "modes; add modes: {_target_: gancollapse.metrics.mode_count.StackedModes}")
         self.classifier_epochs = int(classifier_epochs)
 
     def _classifier_file(self) -> Path | None:
@@ -150,22 +154,6 @@ class StackedDigitsEvaluator(ImageEvaluator):
             raise ValueError(f"evaluator.classifier=auto: dataset={getattr(self.datamodule, 'name', '?')} has no "
                              "digit source to train a classifier on; use dataset=stacked_digits or stacked_mnist5k, "
                              "or set evaluator.classifier=<path of a digit classifier>")
-
-    @torch.no_grad()
-    def score_images(self, fakes: Iterable[Tensor], device: torch.device | str) -> dict[str, float]:
-        """The image metrics, plus modes and KL of the same images (the generator's in training, another
-        program's under ``python -m gancollapse.score --dataset stacked_digits``)."""
-        kept: list[Tensor] = []
-
-        def keep(batches: Iterable[Tensor]) -> Iterator[Tensor]:
-            for batch in batches:
-                kept.append(batch.cpu())
-                yield batch
-
-        metrics = super().score_images(keep(fakes), device)  # loads self._classifier; no modes for this name
-        metrics.update(count_modes(torch.cat(kept), self._classifier, self.batch_size))
-        return metrics
-
 
 def load_digits_classifier(img_size: int, cache: str | None = None) -> nn.Module:
     """The digits classifier at ``img_size`` (built on first use)."""

@@ -7,15 +7,13 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from gancollapse.instantiate import LEGACY_PRIOR_KEYS, instantiate_checked, prior_config
 from gancollapse.models.gan import GANModule
 from gancollapse.paths import CONF_DIR
 from gancollapse.runio import RunError
-from gancollapse.schema import DATASET_META_KEYS  # a dataset node's keys that are not its datamodule's
 
 NET_KEYS_RESERVED = ("module",)
 
@@ -23,50 +21,12 @@ NET_KEYS_RESERVED = ("module",)
 def _tfrecord_meta(key: str, path: str, name: str) -> int:
     """``${tfrecord_meta:<img_size|channels>,<path>,<name>}`` (conf/dataset/tfrecord.yaml): read from the set's
     metadata. Registered here, where every entry point that resolves a composed config imports from."""
-    from gancollapse.data.tfrecord import meta_resolver  # lazy: DareBlopy only for TFRecord runs
+    from gancollapse.data.tfrecord_meta import meta_resolver  # lazy: only TFRecord runs read a set's metadata
 
     return meta_resolver(key, path, name)
 
 
 OmegaConf.register_new_resolver("tfrecord_meta", _tfrecord_meta, replace=True)
-
-
-def instantiate_checked(node: Any, *args: Any, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` that re-raises a component's own ValueError unwrapped, so the user
-    sees the message naming the bad key rather than Hydra's InstantiationException around it."""
-    try:
-        return instantiate(node, *args, **kwargs)
-    except InstantiationException as err:
-        cause = err.__cause__
-        if isinstance(cause, ValueError):
-            raise ValueError(str(cause)) from None
-        raise
-
-
-def dataset_kwargs(cfg: DictConfig) -> DictConfig:
-    node = OmegaConf.to_container(cfg.dataset, resolve=True)
-    for key in DATASET_META_KEYS:
-        node.pop(key, None)
-    return OmegaConf.create(node)
-
-
-def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
-    return instantiate_checked(dataset_kwargs(cfg))
-
-
-#: the keys of a sampler node that describe the prior, in runs saved before the ``prior`` group
-LEGACY_PRIOR_KEYS = ("distribution", "low", "high")
-
-
-def prior_config(cfg: DictConfig) -> DictConfig:
-    """The run's ``prior`` node; runs saved before the ``prior`` group kept it in ``sampler`` (its distribution
-    keys), which training used only to draw z."""
-    if cfg.get("prior"):
-        return cfg.prior
-    legacy = cfg.get("sampler") or {}
-    node = {"_target_": "gancollapse.samplers.prior.PriorSampler"}
-    node.update({k: legacy[k] for k in LEGACY_PRIOR_KEYS if k in legacy})
-    return OmegaConf.create(node)
 
 
 def build_module(cfg: DictConfig) -> GANModule:
@@ -80,8 +40,13 @@ def build_module(cfg: DictConfig) -> GANModule:
     if cfg.get("updates", "alternating") != "alternating" and "updates" not in inspect.signature(cls).parameters:
         raise ValueError(f"updates={cfg.updates}: {cls.__name__} has no simultaneous updates (GANModule has); use "
                          "updates=alternating")
-    if target and hasattr(cls, "from_config"):
-        return cls.from_config(cfg)
+    module = cls.from_config(cfg) if target and hasattr(cls, "from_config") else _build_gan(cfg, cls)
+    module.max_g_steps = int(cfg.max_g_steps) if cfg.get("max_g_steps") else None  # the run's length, for schedules
+    return module
+
+
+def _build_gan(cfg: DictConfig, cls: type) -> GANModule:
+    """A GAN-like module (GANModule, Dist-GAN) from its nets, loss, regularizers, prior and optimizers."""
     nets = {k: instantiate_checked(v) for k, v in cfg.model.items() if k not in NET_KEYS_RESERVED and isinstance(v, DictConfig) and "_target_" in v}
     if "generator" not in nets or "discriminator" not in nets:
         raise ValueError("model config must define 'generator' and 'discriminator' nodes with a _target_")

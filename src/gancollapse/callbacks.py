@@ -17,7 +17,8 @@ import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
 from omegaconf import DictConfig, OmegaConf
 
-from gancollapse.runio import LAST, atomic_write_text, rng_state, set_rng_state
+from gancollapse.models.contract import Generative
+from gancollapse.runio import LAST, atomic_write_text, divergence_message, rng_state, set_rng_state
 
 
 class MaxGSteps(L.Callback):
@@ -77,16 +78,6 @@ def stop_before_training(signum: int, frame: FrameType | None) -> None:
 def can_handle_signals() -> bool:
     """Python sets signal handlers only in the main thread (``train.run`` may be called from another)."""
     return threading.current_thread() is threading.main_thread()
-
-
-def divergence_message(streaks: dict[str, int], skips: dict[str, int], g_steps: Any, limit: int) -> str | None:
-    """Why a run stops as diverged when some phase skipped ``limit`` or more optimizer steps in a row (their
-    loss or gradient was non-finite); None while none has. ``streaks``/``skips``: per phase, in a row / in all."""
-    worst = max(streaks, key=streaks.get, default=None)
-    if worst is None or streaks[worst] < limit:
-        return None
-    return (f"the run diverged: {streaks[worst]} consecutive optimizer steps of phase '{worst}' had a non-finite "
-            f"loss or gradient (at G step {g_steps}; nonfinite_skips={sum(skips.values())} in all)")
 
 
 class RunGuard(Checkpoint):
@@ -246,7 +237,8 @@ class RunGuard(Checkpoint):
 
 class RunSummary:
     """Writes ``summary.json`` (atomically): one flat dict of the run's identity, status, step counts, wall
-    time, skipped non-finite steps and the latest evaluation metrics, and ``applied``: what the step really used
+    time, skipped non-finite steps, the latest evaluation metrics with the leaderboard columns their metrics declared
+    (``metric_columns``: key → [label, format]), and ``applied``: what the step really used
     (loss, regularizers with their weights, prior, optimizers, n_critic), read from the module's objects. The
     row labels ``loss``, ``regularizers``, ``prior`` and ``n_critic`` come from ``applied``, not the config."""
 
@@ -267,7 +259,10 @@ class RunSummary:
                 "nonfinite_skips": sum(pl_module.nonfinite_skips.values()),
                 **{k: _clean(v) for k, v in pl_module.latest_eval.items()},
             })
-            if callable(getattr(pl_module, "applied", None)):
+            columns = getattr(pl_module, "metric_columns", None)  # set by the evaluator (Evaluator.record)
+            if columns:
+                summary["metric_columns"] = {k: list(v) for k, v in columns.items()}
+            if isinstance(pl_module, Generative):
                 applied = pl_module.applied()
                 summary.update(applied_labels(applied))
                 summary["applied"] = applied

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from torch import Tensor, nn
 
-from gancollapse.build import build_datamodule
-from gancollapse.data.images import to_float
+from gancollapse.data.convert import to_float
+from gancollapse.instantiate import build_datamodule
 from gancollapse.nets.classifier import SmallClassifier
 from gancollapse.paths import CONF_DIR, cache_dir
 from gancollapse.runio import file_lock

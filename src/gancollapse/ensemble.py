@@ -11,8 +11,8 @@
   ``config.yaml`` and ``checkpoints/last.ckpt`` (the stacked state: rerunning the command resumes every member
   where it stopped, as a single run resumes).
 
-Only what can be batched exactly is accepted; :func:`check_config` refuses the rest in one line, before
-anything is written.
+Only what can be batched exactly is accepted; :func:`gancollapse.models.ensemble.check_config` refuses the rest
+in one line, before anything is written.
 """
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gancollapse.aggregate import ENSEMBLE_FILE, aggregate_group, mean_std, objective_value
-from gancollapse.build import build_datamodule, build_module
-from gancollapse.build import instantiate_checked as instantiate
+from gancollapse.build import build_module
 from gancollapse.callbacks import RunGuard, RunSummary
 from gancollapse.data.ensemble import EnsembleDataModule
+from gancollapse.instantiate import build_datamodule
+from gancollapse.instantiate import instantiate_checked as instantiate
 from gancollapse.metrics.evaluator import Evaluator
-from gancollapse.models.ensemble import EnsembleGAN
+from gancollapse.models.ensemble import EnsembleGAN, check_config, ensemble_size
 from gancollapse.runio import (
     LAST,
     AtomicCheckpointIO,
@@ -49,7 +50,7 @@ from gancollapse.runio import (
     one_line,
     truncate_metrics,
 )
-from gancollapse.train import (
+from gancollapse.runner import (
     build_callbacks,
     fit_run,
     resume_checkpoint,
@@ -57,84 +58,6 @@ from gancollapse.train import (
     validate,
     with_run_length,
 )
-
-#: ``_target_`` s an ensemble batches, per config key (anything else is refused by :func:`check_config`)
-TARGETS = {
-    "dataset": ("gancollapse.data.toy.ToyDataModule",),
-    "model.generator": ("gancollapse.nets.mlp.MLP",),
-    "model.discriminator": ("gancollapse.nets.mlp.MLP",),
-    "model.module": ("gancollapse.models.gan.GANModule",),
-    "regularizer": ("gancollapse.regularizers.gradient_penalty.GradientPenalty", "gancollapse.regularizers.r1.R1",
-                    "gancollapse.regularizers.weight_clipping.WeightClipping",
-                    "gancollapse.regularizers.spectral_norm.SpectralNorm", "gancollapse.regularizers.topk.TopK"),
-    "optim": ("torch.optim.Adam", "torch.optim.RMSprop"),
-    "evaluator": ("gancollapse.metrics.toy_callback.ToyEvaluator",),
-    "callbacks": ("gancollapse.progress.RunProgress",),
-    "logger": ("gancollapse.loggers.CSVLogger",),
-}
-ONE_RUN = "train it with ensemble=1 (one seed per run; a -m sweep over seed=... runs several)"
-
-
-def ensemble_size(cfg: DictConfig) -> int:
-    """``cfg.ensemble`` (absent or null: 1), checked."""
-    value = cfg.get("ensemble", 1)
-    value = 1 if value is None else value
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"ensemble={value}: must be an integer >= 1 (the number of seeds trained together, "
-                         "seed, seed+1, ...); use ensemble=1 for a single run")
-    return int(value)
-
-
-def _target(node: Any) -> str:
-    return str(node.get("_target_", "")) if isinstance(node, DictConfig) else ""
-
-
-def check_config(cfg: DictConfig) -> None:
-    """Refuse, in one line naming the key, a config ``ensemble > 1`` cannot batch (before anything is built)."""
-    k = ensemble_size(cfg)
-    if k == 1:
-        return
-
-    def refuse(key: str, value: Any, why: str) -> None:
-        raise ValueError(f"{key}={value}: {why}; {ONE_RUN}")
-
-    choices = cfg.get("choices") or {}
-    if _target(cfg.dataset) not in TARGETS["dataset"]:
-        refuse("dataset", choices.get("dataset") or cfg.dataset.get("name") or _target(cfg.dataset),
-               "ensemble>1 batches only the toy datasets (ring, grid)")
-    for key in ("model.generator", "model.discriminator", "model.module"):
-        target = _target(OmegaConf.select(cfg, key)) or "gancollapse.models.gan.GANModule"
-        if target not in TARGETS[key]:
-            refuse(key, target, f"ensemble>1 batches only {' / '.join(TARGETS[key])}")
-    extra = [n for n, v in cfg.model.items() if n not in ("generator", "discriminator", "module")
-             and isinstance(v, DictConfig) and "_target_" in v]
-    if extra:
-        refuse(f"model.{extra[0]}", _target(cfg.model[extra[0]]), "ensemble>1 batches a generator and a discriminator only")
-    for name, node in (cfg.get("regularizer") or {}).items():
-        if node is not None and _target(node) not in TARGETS["regularizer"]:
-            refuse(f"regularizer.{name}", _target(node),
-                   "ensemble>1 batches only gradient_penalty, r1, weight_clipping, spectral_norm and topk")
-    for name in ("generator", "discriminator"):
-        node = (cfg.get("optim") or {}).get(name)
-        if node is not None and _target(node) not in TARGETS["optim"]:
-            refuse(f"optim.{name}", _target(node), "ensemble>1 batches only torch.optim.Adam and torch.optim.RMSprop")
-    if (cfg.get("optim") or {}).get("scheduler") is not None:
-        refuse("optim.scheduler", _target(cfg.optim.scheduler), "ensemble>1 does not batch learning-rate schedulers")
-    if cfg.get("compile"):
-        refuse("compile", cfg.compile, "ensemble>1 runs its batched nets eagerly (set compile=false)")
-    trainer = cfg.trainer
-    for key, ok in (("devices", (1, "1")), ("num_nodes", (1, None)), ("strategy", ("auto", None)),
-                    ("precision", ("32-true", "32", 32, None))):
-        if trainer.get(key, None) not in ok:
-            refuse(f"trainer.{key}", trainer.get(key), "ensemble>1 trains in one process on one device in fp32")
-    evaluator = cfg.get("evaluator") or None
-    if evaluator is not None and _target(evaluator) not in TARGETS["evaluator"]:
-        refuse("evaluator", choices.get("evaluator") or _target(evaluator),
-               "ensemble>1 evaluates members with the toy evaluator only (or evaluator=none)")
-    for group in ("callbacks", "logger"):
-        for name, node in (cfg.get(group) or {}).items():
-            if node is not None and _target(node) not in TARGETS[group]:
-                refuse(f"{group}.{name}", _target(node), f"ensemble>1 supports only {' / '.join(TARGETS[group])} here")
 
 
 def member_config(cfg: DictConfig, seed: int) -> DictConfig:
@@ -266,7 +189,7 @@ class EnsembleEvaluator(L.Callback):
             member = pl_module.sync_member(k)
             before = dict(ev.best)
             metrics = ev.measure(member)
-            member.latest_eval.update(metrics)
+            ev.record(member, metrics)  # latest_eval and the metrics' leaderboard columns
             self.records.log(k, metrics, pl_module.steps.get(pl_module.log_phase, 0))
             if ev.monitor and ev.best != before:
                 self.records.save(pl_module, k, "best.ckpt")
@@ -390,7 +313,12 @@ def run_ensemble(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 def ensemble_summary(members: Sequence[dict[str, Any]], status: str, run_dir: Path) -> dict[str, Any]:
     """The members' summaries reduced to one (mean and std of each metric, ``n`` members) with the
     ensemble's status: the run's own, or ``diverged`` when every member diverged."""
-    out = aggregate_group([{**m, "run": f"seed_{m.get('seed')}"} for m in members])
+    # the metrics' leaderboard columns: the union (a member that stopped before evaluating has none)
+    columns = {k: v for m in members for k, v in (m.get("metric_columns") or {}).items()}
+    out = aggregate_group([{**{k: v for k, v in m.items() if k != "metric_columns"}, "run": f"seed_{m.get('seed')}"}
+                           for m in members])
+    if columns:
+        out["metric_columns"] = columns
     if all(str(m.get("status")) == "diverged" for m in members):
         status = "diverged"
     out.update({"status": status, "ensemble": len(members), "runs": [str(Path(run_dir) / f"seed_{m.get('seed')}")

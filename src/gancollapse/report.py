@@ -7,8 +7,11 @@ run dir compares samplers on that run) and writes ``leaderboard.md``, ``leaderbo
 a summary.json are listed too, with their status: ``killed`` (a checkpoint to resume from), ``failed`` (none),
 ``running (pid N)`` (the run's lock is held).
 
-Runs that differ only in seed are one row: mean ± std over n seeds and, for the metric columns
-(:data:`STAT_KEYS`) of rows with n ≥ 3, a 95% percentile-bootstrap interval of the mean; with
+The columns are :data:`COLUMNS` (the run's identity, the long-standing metrics, steps, time, status) and every
+metric column a run's evaluator declared (``summary.json``'s ``metric_columns``: a metric added to
+``evaluator.metrics`` shows up without a change here). Runs that differ only in seed are one row: mean ± std over
+n seeds and, for the metric columns (:data:`STAT_KEYS` and the declared ones) of rows with n ≥ 3, a 95%
+percentile-bootstrap interval of the mean; with
 ``--baseline <row>`` each row is also compared with that row by Welch's t-test (Holm-adjusted across the rows
 by default, ``--correction none`` for raw p), ``*`` marking p < 0.05 (``--alpha``).
 """
@@ -70,6 +73,31 @@ COLUMNS: list[tuple[str, str, str]] = [
 #: the metric columns that get an interval and a test (when a row has ≥ 3 runs); the rest show mean ± std
 STAT_KEYS: tuple[str, ...] = ("toy/modes", "toy/hq_fraction", "toy/reverse_kl", "modes", "kl_uniform", "fid",
                               "best/fid", "kid", "is")
+#: summary.json's record of the leaderboard columns its evaluator's metrics declared (key -> [label, format];
+#: :mod:`gancollapse.metrics.metric_set`): shown after the columns above that are metrics, with intervals and tests
+DECLARED = "metric_columns"
+
+
+def declared_columns(rows: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+    """The columns the runs' metrics declared (:data:`DECLARED`, first declaration of a key wins), taken out of
+    the rows (they are not values to average)."""
+    out: dict[str, tuple[str, str]] = {}
+    for r in rows:
+        declared = r.pop(DECLARED, None)
+        if isinstance(declared, dict):
+            for key, spec in declared.items():
+                if isinstance(spec, (list, tuple)) and len(spec) == 2:
+                    out.setdefault(str(key), (str(spec[0]), str(spec[1])))
+    return out
+
+
+def report_columns(declared: dict[str, tuple[str, str]]) -> tuple[list[tuple[str, str, str]], tuple[str, ...]]:
+    """(the leaderboard's columns, its metric keys): :data:`COLUMNS` with each declared key it lacks inserted
+    after the built-in metric columns (before ``g_steps``), and :data:`STAT_KEYS` plus those keys."""
+    known = {k for k, _, _ in COLUMNS}
+    extra = [(k, label, fmt) for k, (label, fmt) in declared.items() if k not in known]
+    at = next(i for i, (k, _, _) in enumerate(COLUMNS) if k == "g_steps")
+    return COLUMNS[:at] + extra + COLUMNS[at:], STAT_KEYS + tuple(k for k, _, _ in extra if k not in STAT_KEYS)
 #: bootstrap resamples per interval, and the seed of their generator (the report is reproducible)
 N_RESAMPLES, BOOTSTRAP_SEED = 9999, 0
 PICTURES = ("plots/final.png", "samples/final.png", "scatter.png", "samples.png")
@@ -294,17 +322,21 @@ def p_cell(row: dict[str, Any], key: str, base: dict[str, Any] | None) -> str:
 
 
 def leaderboard_markdown(rows: list[dict[str, Any]], stats: bool = False, baseline: int | None = None,
-                         correction: str = "holm", alpha: float = 0.05) -> str:
-    """The leaderboard table. With ``stats``, each metric of :data:`STAT_KEYS` is followed by its interval column
-    (``<label> 95% CI``) and, with a ``baseline`` row, its test column (``<label> p (Holm)`` / ``<label> p``)."""
+                         correction: str = "holm", alpha: float = 0.05,
+                         columns: list[tuple[str, str, str]] | None = None,
+                         stat_keys: tuple[str, ...] | None = None) -> str:
+    """The leaderboard table of ``columns`` (default :data:`COLUMNS`). With ``stats``, each metric of
+    ``stat_keys`` (default :data:`STAT_KEYS`) is followed by its interval column (``<label> 95% CI``) and, with a
+    ``baseline`` row, its test column (``<label> p (Holm)`` / ``<label> p``)."""
     base = rows[baseline] if baseline is not None else None
     level = f"{100 * (1 - alpha):g}% CI"
+    columns, stat_keys = columns or COLUMNS, STAT_KEYS if stat_keys is None else stat_keys
     cols: list[tuple[str, Any]] = []
-    for k, h, f in COLUMNS:
+    for k, h, f in columns:
         if not any(k in r for r in rows):
             continue
         cols.append((h, lambda r, k=k, f=f: _fmt(r.get(k), f) + seed_spread(r, k, f)))
-        if stats and k in STAT_KEYS:
+        if stats and k in stat_keys:
             cols.append((f"{h} {level}", lambda r, k=k, f=f: ci_cell(r, k, f)))
             if base is not None:
                 cols.append((f"{h} p" + (" (Holm)" if correction == "holm" else ""),
@@ -359,22 +391,24 @@ def write_report(root: Path | str, out: Path | str | None = None, baseline: str 
     if not runs:
         raise MissingError(f"no runs below {root} (no summary.json or run directory): this is not a sweep dir",
                            "pass the directory a sweep (-m) or a run wrote, e.g. multirun/<date>/<time>")
+    loaded = [load_row(r, root) for r in runs]
+    columns, stat_keys = report_columns(declared_columns(loaded))  # built-in columns + the metrics' own
     # One row per configuration: runs that differ only in seed are averaged (mean ± std, n).
-    rows = sort_rows(aggregate_seeds([load_row(r, root) for r in runs], [run_signature(r) for r in runs],
-                                     [run_overrides(r) for r in runs], values_of=STAT_KEYS))
+    rows = sort_rows(aggregate_seeds(loaded, [run_signature(r) for r in runs],
+                                     [run_overrides(r) for r in runs], values_of=stat_keys))
     base = find_baseline(rows, baseline) if baseline else None
     stats = any(int(r.get("n", 1)) > 1 for r in rows)  # no repeated seeds: nothing to put an interval on
     families: dict[str, int] = {}
     if stats:
         families = confidence_columns(
-            rows, STAT_KEYS, base, alpha, correction, ci_method, N_RESAMPLES, BOOTSTRAP_SEED,
+            rows, stat_keys, base, alpha, correction, ci_method, N_RESAMPLES, BOOTSTRAP_SEED,
             compared=[base is not None and is_sampling_row(r) == is_sampling_row(rows[base]) for r in rows])
     out = Path(out) if out else root
     out.mkdir(parents=True, exist_ok=True)
     md = out / "leaderboard.md"
     about = (statistics_description(rows, base, families, alpha, correction, ci_method) if stats else
              "One run per configuration: no intervals or tests (repeat seeds, e.g. seed=0,1,2, to get them).")
-    md.write_text(f"# Leaderboard: {root}\n\n{len(runs)} runs in {len(rows)} configurations (mean ± std over seeds, n runs each), best first: {sort_description(rows)}.\n\n{about}\n\n" + leaderboard_markdown(rows, stats, base, correction, alpha))
+    md.write_text(f"# Leaderboard: {root}\n\n{len(runs)} runs in {len(rows)} configurations (mean ± std over seeds, n runs each), best first: {sort_description(rows)}.\n\n{about}\n\n" + leaderboard_markdown(rows, stats, base, correction, alpha, columns, stat_keys))
     keys = list(dict.fromkeys(k for r in rows for k in r))
     with open(out / "leaderboard.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)

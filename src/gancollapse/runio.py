@@ -437,3 +437,14 @@ def one_line_errors(known: tuple[type[BaseException], ...] = (RunError, ValueErr
             raise
         print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
         sys.exit(getattr(err, "code", 1) if isinstance(err, RunError) else 1)
+
+
+# ---------------------------------------------------------------------------- run status
+def divergence_message(streaks: dict[str, int], skips: dict[str, int], g_steps: Any, limit: int) -> str | None:
+    """Why a run stops as diverged when some phase skipped ``limit`` or more optimizer steps in a row (their
+    loss or gradient was non-finite); None while none has. ``streaks``/``skips``: per phase, in a row / in all."""
+    worst = max(streaks, key=streaks.get, default=None)
+    if worst is None or streaks[worst] < limit:
+        return None
+    return (f"the run diverged: {streaks[worst]} consecutive optimizer steps of phase '{worst}' had a non-finite "
+            f"loss or gradient (at G step {g_steps}; nonfinite_skips={sum(skips.values())} in all)")

@@ -78,9 +78,12 @@ def parse_args(argv: list[str]) -> tuple[Path, DictConfig, DictConfig]:
 
 def evaluator_config(cfg: DictConfig) -> DictConfig | None:
     """The run's evaluator node: the ``evaluator`` group, or ``dataset.evaluator`` in runs saved before that
-    group existed; None when the run had none (``evaluator=none`` composes to an empty node)."""
+    group existed (image evaluators saved before ``evaluator.metrics``: with their metrics as that mapping); None
+    when the run had none (``evaluator=none`` composes to an empty node)."""
+    from gancollapse.metrics.image_callback import upgrade_saved_evaluator
+
     node = cfg.get("evaluator") or cfg.dataset.get("evaluator")
-    return node or None
+    return upgrade_saved_evaluator(node, cfg.dataset.get("name")) if node else None
 
 
 def evaluate(handle: RunHandle, datamodule, x: torch.Tensor, z: torch.Tensor) -> dict[str, float]:  # noqa: ANN001

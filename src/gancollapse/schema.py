@@ -162,7 +162,8 @@ def _import(target: str) -> Any:
 
 def check_node(node: DictConfig | Mapping, path: str, ignore: tuple[str, ...] = ()) -> None:
     """Refuse (ValueError naming ``<path>.<key>``) a key ``node``'s target does not take, or a value it cannot
-    convert to the constructor's annotated type. Nested targets are checked too."""
+    convert to the constructor's annotated type. Nested targets are checked too: a node's value that is a node,
+    and the nodes of a mapping value (``evaluator.metrics.<name>``)."""
     from gancollapse.runio import RunError
 
     target_name = str(node.get("_target_"))
@@ -185,6 +186,11 @@ def check_node(node: DictConfig | Mapping, path: str, ignore: tuple[str, ...] = 
                            f"remove it; {path} takes {', '.join(sorted(names)) or 'no keys'}")
         if isinstance(value, (DictConfig, Mapping)) and "_target_" in value:
             check_node(value, f"{path}.{key}")
+            continue
+        nested = list(_nodes(value, f"{path}.{key}")) if isinstance(value, (DictConfig, Mapping)) else []
+        if nested:  # a mapping of components (evaluator.metrics: name -> node): each one checked as a node
+            for sub_path, sub in nested:
+                check_node(sub, sub_path)
             continue
         values[key] = value
     try:

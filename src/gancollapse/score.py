@@ -9,9 +9,10 @@ that any program produced with this platform's metric code, so other code's outp
   points are scored (the papers' 2,500), as GDPP's ``evaluate_samples`` keeps the first 2,500; ``--n``
   changes that.
 * **Images** (a folder of PNG/JPEG files, or an ``.npz``/``.npy``/``.pt`` array (N, H, W[, C]) or (N, C, H, W);
-  uint8 0–255, or floats in [-1, 1]): FID, KID, precision/recall/density/coverage — and with a classifier, IS and
-  (Stacked MNIST) mode counts — against ``--dataset <name>``'s cached real statistics, through the dataset's own
-  evaluator (:class:`gancollapse.metrics.image_callback.ImageEvaluator`; e.g. ``evaluator.feature=inception``).
+  uint8 0–255, or floats in [-1, 1]): the metrics of the dataset's own evaluator (``evaluator.metrics``: FID, KID,
+  precision/recall/density/coverage — and with a classifier, IS and (Stacked MNIST) mode counts) against
+  ``--dataset <name>``'s cached real statistics (:class:`gancollapse.metrics.image_callback.ImageEvaluator`; e.g.
+  ``evaluator.feature=inception``, ``evaluator.metrics.kid=null``).
 
 ``key=value`` arguments are Hydra overrides of the composed config (``evaluator.threshold=4``,
 ``dataset.img_size=64``). The metrics are printed and, with ``--out FILE``, written as JSON.
@@ -33,7 +34,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from gancollapse.build import build_datamodule, instantiate_checked
+from gancollapse.instantiate import build_datamodule, instantiate_checked
 from gancollapse.metrics.toy import mode_stats
 from gancollapse.paths import CONF_DIR
 from gancollapse.runio import RunError, one_line_errors
@@ -176,7 +177,7 @@ def _batches(x: Tensor, size: int, device: torch.device) -> Iterator[Tensor]:
 def score_images(x: Tensor, cfg: DictConfig, path: str, n: int | None = None, device: str = "auto") -> dict[str, float]:
     """The dataset's image evaluator (FID, KID, PRDC; IS and modes with a classifier) on another program's images."""
     from gancollapse.metrics.image_callback import ImageEvaluator
-    from gancollapse.train import setup_data
+    from gancollapse.runner import setup_data
 
     dm = build_datamodule(cfg)
     if not hasattr(dm, "img_size"):

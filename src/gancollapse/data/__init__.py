@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from torch import Tensor
+
+
+def images_of(batch: Any) -> Tensor:
+    """The images of a datamodule's batch: a tensor, an (images, labels) pair, or a mapping with ``image``."""
+    if isinstance(batch, (list, tuple)):
+        return batch[0]
+    if isinstance(batch, Mapping):
+        return batch["image"]
+    return batch
 
 
 def held_out_real(datamodule: Any, n: int, seed: int) -> Tensor:

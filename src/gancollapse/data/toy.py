@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from gancollapse.data.order import SeededLoader, epoch_seed, seeded_loader
+from gancollapse.data.order import SeededLoader, epoch_seed, identity_collate, seeded_loader
 
 RING_ANGLES = ("uniform", "endpoint")
 RING_AXES = ("cos_sin", "sin_cos")
@@ -104,10 +104,6 @@ class FreshMixtureDataset(Dataset):
         return self.data_for_epoch(epoch)[torch.as_tensor(idx)]
 
 
-def _identity(batch: Tensor) -> Tensor:
-    return batch
-
-
 class ToyDataModule(L.LightningDataModule):
     """A fixed sample of ``n_samples`` points drawn once from a seed, shuffled every epoch (or, with ``fresh``,
     ``n_samples`` new points every epoch).
@@ -185,7 +181,7 @@ class ToyDataModule(L.LightningDataModule):
         dataset = (FreshMixtureDataset(self.centers, self.std, self.n_samples, self.seed) if self.fresh
                    else BatchTensorDataset(self.data))
         loader = seeded_loader(dataset, self.batch_size, self.seed, drop_last=True, trainer=self.trainer,
-                               collate_fn=_identity, num_workers=0)
+                               collate_fn=identity_collate, num_workers=0)
         if self.fresh:
             dataset.sampler = loader.sampler
         return loader

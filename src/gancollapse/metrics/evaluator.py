@@ -9,7 +9,10 @@ hook (the progress bar's evaluation line). With a ``monitor`` metric it also tra
 ModelCheckpoints (``best.ckpt``) see the new value while the weights are still the evaluated ones.
 
 Subclasses implement :meth:`Evaluator.compute` (the metrics of the current generator, no side effects) and
-optionally :meth:`Evaluator.after_evaluate` (files: frames, sample grids) and :meth:`Evaluator.finish`.
+optionally :meth:`Evaluator.after_evaluate` (files: frames, sample grids) and :meth:`Evaluator.finish`. The
+image and toy evaluators compute the metrics of their ``metrics`` key (:mod:`gancollapse.metrics.metric_set`);
+the leaderboard columns those declare go with the numbers (:meth:`Evaluator.record`) into ``summary.json``
+(``metric_columns``), where :mod:`gancollapse.report` finds them.
 Every evaluator accepts the common keys of :class:`Evaluator`; the config group ``conf/evaluator/`` selects
 one per dataset.
 """
@@ -27,6 +30,8 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+from gancollapse.models.contract import Adversarial, Generative
 
 
 class Evaluator(L.Callback):
@@ -50,6 +55,12 @@ class Evaluator(L.Callback):
 
     #: prefix of the bookkeeping keys ``<namespace>/g_step`` and ``<namespace>/seconds``
     namespace = "eval"
+
+    @property
+    def requires(self) -> tuple[type, ...]:
+        """What the model must offer (:mod:`gancollapse.models.contract`): samples; and a per-sample D when
+        D-guided samplers are scored (``samplers``)."""
+        return (Generative, Adversarial) if self.samplers else (Generative,)
 
     def __init__(self, every_n_steps: int | None = 1000, every_n_epochs: int | None = None, n_samples: int = 10_000,
                  seed: int = 1234, monitor: str | None = None, monitor_mode: str = "min",
@@ -78,6 +89,8 @@ class Evaluator(L.Callback):
         self.monitor, self.monitor_mode = (str(monitor) if monitor else None), monitor_mode
         self.best: dict[str, float] = {}
         self.history: list[dict[str, float]] = []
+        #: leaderboard columns the metrics declared so far (key -> (label, format)), from ``self.metrics``
+        self.metric_columns: dict[str, tuple[str, str]] = {}
         self._last_eval = -1
         self.run_dir: Path | None = None
         self.datamodule: Any = None
@@ -138,6 +151,7 @@ class Evaluator(L.Callback):
         t0 = time.perf_counter()
         with self.isolated_rng(getattr(pl_module, "device", "cpu")):
             metrics = {k: float(v) for k, v in self.compute(pl_module).items()}
+            self.metric_columns.update(getattr(getattr(self, "metrics", None), "columns", None) or {})
             for name, sampler in self.samplers.items():
                 metrics.update(self.sampler_metrics(pl_module, name, sampler))
         metrics[f"{self.namespace}/seconds"] = time.perf_counter() - t0
@@ -151,7 +165,7 @@ class Evaluator(L.Callback):
         """Score the generator now and publish the result; returns the published metrics."""
         step = pl_module.g_steps
         metrics = self.measure(pl_module)
-        pl_module.latest_eval.update(metrics)
+        self.record(pl_module, metrics)
         pl_module.log_metrics(metrics)
         for k, v in metrics.items():
             trainer.callback_metrics[k] = torch.tensor(v)
@@ -161,6 +175,13 @@ class Evaluator(L.Callback):
         self.after_evaluate(trainer, pl_module, metrics, step)
         self._save_best(trainer)
         return metrics
+
+    def record(self, pl_module: L.LightningModule, metrics: dict[str, float]) -> None:
+        """Put ``metrics`` into the module's ``latest_eval`` and the columns the metrics declared into its
+        ``metric_columns`` (both go to ``summary.json``)."""
+        pl_module.latest_eval.update(metrics)
+        if self.metric_columns:
+            pl_module.metric_columns = {**(getattr(pl_module, "metric_columns", None) or {}), **self.metric_columns}
 
     def sampler_metrics(self, pl_module: L.LightningModule, name: str, sampler: Any) -> dict[str, float]:
         """:meth:`compute` on ``n_samples`` latents from ``sampler`` (fitted first, as ``gancollapse.sample`` does:

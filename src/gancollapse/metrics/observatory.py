@@ -42,9 +42,10 @@ from torch import Tensor, nn
 from torchvision.utils import make_grid
 
 from gancollapse.classifier import default_classifier_path, load_classifier, predict_proba
+from gancollapse.data import images_of
 from gancollapse.metrics.inception_score import inception_score
 from gancollapse.metrics.toy import mode_histogram, mode_stats
-from gancollapse.models.phased import _as_batch
+from gancollapse.models.contract import Adversarial, Generative, HessianProbe
 from gancollapse.nets.stochastic import deterministic
 from gancollapse.optim.lanczos import hessian_eigenpairs
 from gancollapse.plots import plt
@@ -130,6 +131,9 @@ class CollapseObservatory(L.Callback):
         seed: seed of the fixed z / real selection and of the forked RNG.
     """
 
+    #: what the model must offer (gancollapse.models.contract): samples, and D's codes and losses
+    requires = (Generative, Adversarial)
+
     def __init__(self, every_n_steps: int = 1000, k: int = 5, iterations: int = 20, nets: tuple[str, ...] | list[str] = ("g", "d"),
                  hessian_batch: int = 64, n_spread: int = 512, classifier: str | None = None, n_classify: int = 1000,
                  toy_samples: int = 2500, plot: bool = True, seed: int = 1234) -> None:
@@ -196,7 +200,7 @@ class CollapseObservatory(L.Callback):
     def _collect_real(self, batch: Any) -> None:
         if self._real_n >= max(self.n_spread, self.hessian_batch):
             return
-        real = _as_batch(batch).detach()
+        real = images_of(batch).detach()
         if real.is_floating_point():
             self._real.append(real.cpu().clone())
             self._real_n += real.shape[0]
@@ -240,7 +244,7 @@ class CollapseObservatory(L.Callback):
         if self.nets and real is not None:
             batch = real[: self.hessian_batch]
             z = pl_module.sample_z(batch.shape[0], "cpu", gen).to(device)
-            losses = pl_module.hessian_losses(batch, z) if hasattr(pl_module, "hessian_losses") else objective_losses(pl_module, batch, z)
+            losses = pl_module.hessian_losses(batch, z) if isinstance(pl_module, HessianProbe) else objective_losses(pl_module, batch, z)
             for name in self.nets:
                 loss, params = losses[name]
                 pairs, grad = hessian_eigenpairs(loss, params, self.k, self.iterations, seed=self.seed)

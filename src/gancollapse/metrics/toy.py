@@ -13,6 +13,10 @@ Sec. 5.1) and PacGAN (Lin et al., NeurIPS 2018, Sec. 5.1; code fjxmlzn/PacGAN).
 Nearest centres come from float64 differences (not the ``‖x‖² + ‖c‖² − 2x·c`` matrix product), as the
 papers' NumPy code computes them: in GDPP's ring two means coincide up to sin(2π) ≈ −2.4e−16, and which of the
 two a sample goes to (so whether the doubled mode counts once or twice) depends on that difference.
+
+:class:`ToyModeStats` is the toy evaluator's metric (``evaluator.metrics.modes``); the HQ / capture rules are
+the evaluator's keys (``evaluator.threshold``, ``min_fraction``, ``min_count``): the protocol every toy metric,
+``python -m gancollapse.score`` and ``python -m gancollapse.sample`` share.
 """
 
 from __future__ import annotations
@@ -88,3 +92,27 @@ def check_rules(threshold: float, min_fraction: float, min_count: int, prefix: s
     if int(min_count) != min_count or int(min_count) < 1:
         raise ValueError(f"{prefix}min_count={min_count}: must be an integer >= 1 (HQ samples a captured mode holds; "
                          "the papers use 1)")
+
+
+class ToyModeStats:
+    """``toy/modes``, ``toy/n_modes``, ``toy/hq_fraction`` and ``toy/reverse_kl`` of the generated points
+    (:func:`mode_stats`) under the evaluator's mixture and HQ / capture rules."""
+
+    columns = {"toy/modes": ("modes", "{:.0f}"), "toy/hq_fraction": ("HQ %", "{:.1%}"),
+               "toy/reverse_kl": ("reverse KL", "{:.3f}")}
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._points: list[Tensor] = []
+        self._rules: tuple = ()
+
+    def update(self, points: Tensor, centers: Tensor, std: float, threshold: float, min_fraction: float,
+               min_count: int) -> None:
+        self._points.append(points)
+        self._rules = (centers, std, threshold, min_fraction, min_count)
+
+    def compute(self) -> dict[str, float]:
+        points = self._points[0] if len(self._points) == 1 else torch.cat(self._points)
+        return mode_stats(points, *self._rules).as_dict()

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from hydra.utils import get_class, instantiate
@@ -26,6 +26,88 @@ from omegaconf import DictConfig, OmegaConf
 from gancollapse.regularizers.base import Regularizer, constructor_params, plain
 from gancollapse.runio import RunError
 from gancollapse.schema import TOP_LEVEL_DEFAULTS
+
+
+# ---------------------------------------------------------------------------- what a trained model offers
+@runtime_checkable
+class Generative(Protocol):
+    """What every model offers callbacks, samplers, evaluators and the API (:func:`gancollapse.load`): its
+    latent prior and samples, its step counts, and the record of what its step applied."""
+
+    z_dim: int
+    prior: Any  # a gancollapse.samplers.prior.PriorSampler
+    max_g_steps: int | None
+
+    @property
+    def g_steps(self) -> int: ...
+
+    @property
+    def nonfinite_skips(self) -> dict[str, int]: ...
+
+    @property
+    def consecutive_skips(self) -> dict[str, int]: ...
+
+    def sample_z(self, n: int, device: Any = None, generator: Any = None) -> Any: ...
+
+    def generate(self, n: int, z: Any = None, batch_size: int = ...) -> Any: ...
+
+    def applied(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class Adversarial(Protocol):
+    """A generator and a per-sample discriminator: D-guided samplers (MH-GAN, DRS, WL-GAN...) and the collapse
+    observatory's D codes need both."""
+
+    generator: Any
+    discriminator: Any
+
+
+@runtime_checkable
+class HessianProbe(Protocol):
+    """The training losses with the parameters they are minimised over (the observatory's Hessian spectra)."""
+
+    def hessian_losses(self, real: Any, z: Any) -> dict[str, tuple[Any, list[Any]]]: ...
+
+
+@runtime_checkable
+class Autoencoding(Protocol):
+    """An encoder and a decoder (MBRCE-AAE / ALAE): reconstructions, interpolations, style mixing."""
+
+    def encode(self, x: Any, lod: int | None = None, batch_size: int = ...) -> Any: ...
+
+    def decode(self, styles: Any, lod: int | None = None, ema: bool | None = None, noise: bool = True,
+               batch_size: int = ...) -> Any: ...
+
+    def reconstruct(self, x: Any, lod: int | None = None, ema: bool | None = None, noise: bool = True) -> Any: ...
+
+
+@runtime_checkable
+class Progressive(Protocol):
+    """A level-of-detail schedule (progressive growing): the current and the top lod."""
+
+    lod: int
+    max_lod: int
+
+
+#: each capability in a few words, for the refusal line
+CAPABILITIES = {Generative: "a latent prior, samples and an applied record",
+                Adversarial: "a generator and a per-sample discriminator",
+                HessianProbe: "its training losses for Hessian spectra",
+                Autoencoding: "an encoder and a decoder", Progressive: "a level-of-detail schedule"}
+
+
+def refuse_missing_capabilities(module: Any, callbacks: Mapping[str, Any]) -> None:
+    """A callback whose ``requires`` (capabilities: the protocols above) the model lacks is refused in one line
+    naming the callback, at start-up, instead of failing on its first use mid-run."""
+    name = getattr(getattr(module, "config_use", None), "name", type(module).__name__)
+    for key, callback in callbacks.items():
+        for capability in getattr(callback, "requires", ()):
+            if not isinstance(module, capability):
+                raise RunError(f"{key}: needs a model with {capability.__name__} ({CAPABILITIES[capability]}); "
+                               f"{name} has none",
+                               f"drop {key} for this model")
+
 
 #: the hooks of :class:`~gancollapse.regularizers.base.Regularizer` a step may call
 REGULARIZER_HOOKS = ("d_terms", "g_terms", "apply_to_nets", "after_d_step", "filter_fake", "on_epoch_end",
@@ -229,5 +311,6 @@ def describe_optimizer(opt: Any) -> dict[str, Any]:
     return out
 
 
-__all__ = ["ConfigUse", "MODEL_KEYS", "REGULARIZER_HOOKS", "TOP_LEVEL_DEFAULTS", "check_config",
+__all__ = ["Adversarial", "Autoencoding", "ConfigUse", "Generative", "HessianProbe", "Progressive",
+           "refuse_missing_capabilities", "MODEL_KEYS", "REGULARIZER_HOOKS", "TOP_LEVEL_DEFAULTS", "check_config",
            "constructor_params", "describe_optimizer", "module_class", "overridden_hooks"]

@@ -29,7 +29,6 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from gancollapse.callbacks import MaxGSteps
 from gancollapse.models.contract import REGULARIZER_HOOKS, ConfigUse
 from gancollapse.models.distgan_losses import (
     DistGANObjective,
@@ -76,7 +75,7 @@ class DistGANModule(GANModule):
         lambda_r: weight of the latent-distance regulariser (1).
         lambda_w: md_z scale; None computes sqrt(z_dim / feature_dim) from D's ``feature_dim``.
         schedule_steps: N of the μ schedule (the reference ties it to its 100k training iterations); None
-            takes the run's ``max_g_steps`` at the start of training.
+            takes the run's length :attr:`max_g_steps` at the start of training.
         r_updates_generator: R also updates G (reference: MNIST only; CIFAR/CelebA update E alone).
         gp_reduction: ``mean`` (reference slope) or ``sum`` (WGAN-GP norm).
         nudge: NuGAN+Dist-GAN — NudgedAdam options (k, iterations, threshold, every_n_steps, which, seed);
@@ -210,10 +209,8 @@ class DistGANModule(GANModule):
 
     def on_train_start(self) -> None:
         super().on_train_start()
-        if self.schedule_steps is None:
-            limits = [c.max_g_steps for c in self.trainer.callbacks if isinstance(c, MaxGSteps)]
-            if limits:
-                self.schedule_steps = int(limits[0])
+        if self.schedule_steps is None and self.max_g_steps:
+            self.schedule_steps = int(self.max_g_steps)
 
     # ------------------------------------------------------------------ phases
     def r_loss(self, pb: PhaseBatch) -> dict[str, Tensor]:

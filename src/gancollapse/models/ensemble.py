@@ -34,9 +34,9 @@ from typing import Any
 
 import lightning as L
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from gancollapse.callbacks import divergence_message
 from gancollapse.models.gan import GANModule
 from gancollapse.models.phased import found_nonfinite
 from gancollapse.nets.stacked import StackedMLP
@@ -46,6 +46,7 @@ from gancollapse.regularizers.r1 import R1, r1_penalty
 from gancollapse.regularizers.spectral_norm import SpectralNorm
 from gancollapse.regularizers.topk import TopK, topk_count
 from gancollapse.regularizers.weight_clipping import WeightClipping
+from gancollapse.runio import divergence_message
 
 #: regularizers that are pure functions of the step (or model surgery), so batching them is exact
 SUPPORTED_REGULARIZERS = (GradientPenalty, R1, WeightClipping, SpectralNorm, TopK)
@@ -407,3 +408,83 @@ class EnsembleGAN(L.LightningModule):
         self._rng_states = [s.cpu() for s in ens.get("rng", self._rng_states)]
         self._rng_device, self._gens = str(ens.get("rng_device", "cpu")), None
         self.train_seconds = float(state.get("train_seconds", 0.0))
+
+
+# ---------------------------------------------------------------------------- what an ensemble can batch
+#: ``_target_`` s an ensemble batches, per config key (anything else is refused by :func:`check_config`)
+TARGETS = {
+    "dataset": ("gancollapse.data.toy.ToyDataModule",),
+    "model.generator": ("gancollapse.nets.mlp.MLP",),
+    "model.discriminator": ("gancollapse.nets.mlp.MLP",),
+    "model.module": ("gancollapse.models.gan.GANModule",),
+    "regularizer": ("gancollapse.regularizers.gradient_penalty.GradientPenalty", "gancollapse.regularizers.r1.R1",
+                    "gancollapse.regularizers.weight_clipping.WeightClipping",
+                    "gancollapse.regularizers.spectral_norm.SpectralNorm", "gancollapse.regularizers.topk.TopK"),
+    "optim": ("torch.optim.Adam", "torch.optim.RMSprop"),
+    "evaluator": ("gancollapse.metrics.toy_callback.ToyEvaluator",),
+    "callbacks": ("gancollapse.progress.RunProgress",),
+    "logger": ("gancollapse.loggers.CSVLogger",),
+}
+ONE_RUN = "train it with ensemble=1 (one seed per run; a -m sweep over seed=... runs several)"
+
+
+def ensemble_size(cfg: DictConfig) -> int:
+    """``cfg.ensemble`` (absent or null: 1), checked."""
+    value = cfg.get("ensemble", 1)
+    value = 1 if value is None else value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"ensemble={value}: must be an integer >= 1 (the number of seeds trained together, "
+                         "seed, seed+1, ...); use ensemble=1 for a single run")
+    return int(value)
+
+
+def _target(node: Any) -> str:
+    return str(node.get("_target_", "")) if isinstance(node, DictConfig) else ""
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Refuse, in one line naming the key, a config ``ensemble > 1`` cannot batch (before anything is built)."""
+    k = ensemble_size(cfg)
+    if k == 1:
+        return
+
+    def refuse(key: str, value: Any, why: str) -> None:
+        raise ValueError(f"{key}={value}: {why}; {ONE_RUN}")
+
+    choices = cfg.get("choices") or {}
+    if _target(cfg.dataset) not in TARGETS["dataset"]:
+        refuse("dataset", choices.get("dataset") or cfg.dataset.get("name") or _target(cfg.dataset),
+               "ensemble>1 batches only the toy datasets (ring, grid)")
+    for key in ("model.generator", "model.discriminator", "model.module"):
+        target = _target(OmegaConf.select(cfg, key)) or "gancollapse.models.gan.GANModule"
+        if target not in TARGETS[key]:
+            refuse(key, target, f"ensemble>1 batches only {' / '.join(TARGETS[key])}")
+    extra = [n for n, v in cfg.model.items() if n not in ("generator", "discriminator", "module")
+             and isinstance(v, DictConfig) and "_target_" in v]
+    if extra:
+        refuse(f"model.{extra[0]}", _target(cfg.model[extra[0]]), "ensemble>1 batches a generator and a discriminator only")
+    for name, node in (cfg.get("regularizer") or {}).items():
+        if node is not None and _target(node) not in TARGETS["regularizer"]:
+            refuse(f"regularizer.{name}", _target(node),
+                   "ensemble>1 batches only gradient_penalty, r1, weight_clipping, spectral_norm and topk")
+    for name in ("generator", "discriminator"):
+        node = (cfg.get("optim") or {}).get(name)
+        if node is not None and _target(node) not in TARGETS["optim"]:
+            refuse(f"optim.{name}", _target(node), "ensemble>1 batches only torch.optim.Adam and torch.optim.RMSprop")
+    if (cfg.get("optim") or {}).get("scheduler") is not None:
+        refuse("optim.scheduler", _target(cfg.optim.scheduler), "ensemble>1 does not batch learning-rate schedulers")
+    if cfg.get("compile"):
+        refuse("compile", cfg.compile, "ensemble>1 runs its batched nets eagerly (set compile=false)")
+    trainer = cfg.trainer
+    for key, ok in (("devices", (1, "1")), ("num_nodes", (1, None)), ("strategy", ("auto", None)),
+                    ("precision", ("32-true", "32", 32, None))):
+        if trainer.get(key, None) not in ok:
+            refuse(f"trainer.{key}", trainer.get(key), "ensemble>1 trains in one process on one device in fp32")
+    evaluator = cfg.get("evaluator") or None
+    if evaluator is not None and _target(evaluator) not in TARGETS["evaluator"]:
+        refuse("evaluator", choices.get("evaluator") or _target(evaluator),
+               "ensemble>1 evaluates members with the toy evaluator only (or evaluator=none)")
+    for group in ("callbacks", "logger"):
+        for name, node in (cfg.get(group) or {}).items():
+            if node is not None and _target(node) not in TARGETS[group]:
+                refuse(f"{group}.{name}", _target(node), f"ensemble>1 supports only {' / '.join(TARGETS[group])} here")

@@ -71,11 +71,11 @@ from gancollapse.aae.checkpoints import LodCheckpoint
 from gancollapse.aae.ema import ema_beta
 from gancollapse.aae.lod import LodSchedule, blend_real_images, lod_of
 from gancollapse.aae.renyi import ESTIMATORS, KERNELS, renyi_divergence
-from gancollapse.build import build_datamodule, instantiate_checked, prior_config
-from gancollapse.callbacks import MaxGSteps
+from gancollapse.data import images_of
+from gancollapse.instantiate import build_datamodule, instantiate_checked, prior_config
 from gancollapse.models.contract import ConfigUse
 from gancollapse.models.distgan import frozen
-from gancollapse.models.phased import PhaseBatch, PhasedModule, _as_batch, _inner
+from gancollapse.models.phased import PhaseBatch, PhasedModule, _inner
 from gancollapse.runio import RunError
 from gancollapse.samplers.prior import PriorSampler
 
@@ -454,8 +454,7 @@ class MBRCEAAEModule(PhasedModule):
             raise ValueError("MBRCE-AAE/ALAE changes resolution and batch between epochs: set "
                              "trainer.reload_dataloaders_every_n_epochs=1")
         top_start = self._schedule().total_epochs_to_top()
-        step_limit = any(isinstance(c, MaxGSteps) for c in trainer.callbacks)
-        if not step_limit and trainer.max_epochs not in (None, -1) and trainer.max_epochs <= top_start:
+        if self.max_g_steps is None and trainer.max_epochs not in (None, -1) and trainer.max_epochs <= top_start:
             raise ValueError(f"trainer.max_epochs={trainer.max_epochs} ends before the top lod {self.max_lod}, which "
                              f"starts at epoch {top_start} (model.module.epochs_per_lod={self.epochs_per_lod}): set "
                              f"trainer.max_epochs >= {top_start + 1} (ALAE: sum of epochs_per_lod)")
@@ -509,7 +508,7 @@ class MBRCEAAEModule(PhasedModule):
 
     def phase_batch(self, batch: Any) -> PhaseBatch:
         self._start_batch()
-        real = blend_real_images(_as_batch(batch), self.lod, self.blend)
+        real = blend_real_images(images_of(batch), self.lod, self.blend)
         return PhaseBatch(real, self.sample_z(real.shape[0]))
 
     def divergence(self, u: Tensor, v: Tensor) -> Tensor:

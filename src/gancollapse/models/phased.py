@@ -29,18 +29,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from gancollapse.data import images_of
 from gancollapse.models.contract import ConfigUse, describe_optimizer
 from gancollapse.optim.nudged_adam import NudgedAdam
 from gancollapse.samplers.prior import PriorSampler
-
-
-def _as_batch(batch: Any) -> Tensor:
-    """Datamodules yield a tensor or an (images, labels) pair; GANs only use the images."""
-    if isinstance(batch, (list, tuple)):
-        return batch[0]
-    if isinstance(batch, Mapping):
-        return batch["image"]
-    return batch
 
 
 @dataclass
@@ -138,6 +130,9 @@ class PhasedModule(L.LightningModule):
     optim_keys_refused: ClassVar[Mapping[str, str]] = {}
     #: the latent prior p0(z) of training and evaluation (``prior`` config group)
     prior: PriorSampler
+    #: the run's length in G steps (``max_g_steps``; set by :func:`gancollapse.build.build_module`), None when
+    #: epochs decide it: schedules tied to the run's length read it
+    max_g_steps: int | None = None
     #: simultaneous updates: every phase of a step takes its gradient before any phase steps (ALI/PacGAN's
     #: one theano update, the Unrolled GAN notebook's one ``sess.run``); False: each phase steps in turn.
     simultaneous: bool = False
@@ -285,7 +280,7 @@ class PhasedModule(L.LightningModule):
 
     def phase_batch(self, batch: Any) -> PhaseBatch:
         """What the phases of one step share; GAN-like models draw D's z here."""
-        real = _as_batch(batch)
+        real = images_of(batch)
         if self.channels_last and real.dim() == 4:
             real = real.contiguous(memory_format=torch.channels_last)
         return PhaseBatch(real, self.sample_z(real.shape[0]))

@@ -159,9 +159,7 @@ class GDPP(Regularizer):
                              "(model=mlp, dcgan32, dcgan64, gan_mnist) or add return_features to its forward")
 
     def bind(self, module: GANModule) -> None:
-        from gancollapse.models.gan import GANModule
-
-        if type(module).g_loss is not GANModule.g_loss:
+        if not module.config_use.d_features:  # the module's contract: its steps hand D's features to regularizers
             raise ValueError(f"regularizer=gdpp: {type(module).__name__} computes its own G loss without D's "
                              "features; use model.module._target_=gancollapse.models.gan.GANModule")
 
