@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Pytest workers: 2 matches the CI machine; override with `make test PYTEST_WORKERS=1`.
 PYTEST_WORKERS ?= 2
 
-.PHONY: install run test test-all lint bench clean zoo
+.PHONY: install run test test-all lint bench clean zoo mutants
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -30,6 +30,11 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "" tests
+
+# Named method-breaking mutants, each run against the tests that must catch it (docs/TESTING.md).
+MUTANT_JOBS ?= 1
+mutants: $(STAMP)
+	$(PY) scripts/mutants.py --jobs $(MUTANT_JOBS)
 
 lint: $(STAMP)   # style (ruff) and the layers (lint-imports: the contracts in pyproject.toml, docs/ARCHITECTURE.md)
 	$(PY) -m ruff check src tests scripts

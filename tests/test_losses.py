@@ -54,6 +54,10 @@ def test_least_squares_is_mao_form():
     assert obj.g_loss(F_).item() == pytest.approx(0.5 * 8.125)
     # minimised where D(G(z)) = 1
     assert obj.g_loss(torch.ones(3)).item() == 0.0
+    # D's loss is zero only at its targets b = 1 (real) and a = 0 (fake); R's (2, −1) is symmetric about 0.5,
+    # so it alone cannot tell the real target 1 from 0
+    assert obj.d_loss(torch.ones(2), torch.zeros(2)).item() == 0.0
+    assert obj.d_loss(torch.zeros(2), torch.zeros(2)).item() == pytest.approx(0.5)
 
 
 def test_least_squares_seed_compat_reproduces_seed_sign():

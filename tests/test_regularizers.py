@@ -35,6 +35,36 @@ def test_gradient_penalty_value_and_weight():
     assert terms["gp"].item() == pytest.approx(10.0, rel=1e-5)
 
 
+class HalfSquaredNorm(nn.Module):
+    """D(x) = ½‖x‖² per sample: ∇D(x) = x, so a penalty's value tells where the gradient was taken."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * x.pow(2).sum(dim=1, keepdim=True)
+
+
+def test_gradient_penalty_is_taken_at_the_interpolates():
+    """Gulrajani et al. Eq. 3 samples x̂ = αx + (1 − α)x̃; with ∇D(x) = x the penalty is mean((‖x̂‖ − 1)²),
+    neither the value at the real points nor at the fakes."""
+    gen = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(6, 3, generator=gen) * 2, torch.randn(6, 3, generator=gen) + 3
+    alpha = torch.rand(6, 1, generator=gen)
+    mixed = alpha * real + (1 - alpha) * fake
+    expected = (mixed.norm(dim=1) - 1).pow(2).mean().item()
+    assert gradient_penalty(HalfSquaredNorm(), real, fake, alpha=alpha).item() == pytest.approx(expected, rel=1e-5)
+    for end in (real, fake):  # the check tells the interpolates from either end
+        assert abs((end.norm(dim=1) - 1).pow(2).mean().item() - expected) > 0.1
+
+
+def test_r1_penalises_the_gradient_at_real_data_not_at_fakes():
+    """R1 (Mescheder et al. Eq. 9) is E_real ‖∇D(x)‖²: with ∇D(x) = x it is the mean ‖x‖² of the real batch."""
+    gen = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(5, 2, generator=gen), torch.randn(5, 2, generator=gen) * 3 + 4
+    d = HalfSquaredNorm()
+    terms = R1(gamma=2.0)(Step("d", real, fake, torch.zeros(5, 2), d(real), d(fake), nn.Identity(), d))
+    assert terms["r1"].item() == pytest.approx(real.pow(2).sum(dim=1).mean().item(), rel=1e-5)  # γ/2 = 1
+    assert fake.pow(2).sum(dim=1).mean().item() > 2 * terms["r1"].item()
+
+
 def test_gradient_penalty_pushes_gradient_norm_to_one():
     d = linear_d([1.2, 1.6])
     real, fake = torch.randn(8, 2), torch.randn(8, 2)
