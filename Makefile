@@ -31,8 +31,9 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "" tests
 
-lint: $(STAMP)
+lint: $(STAMP)   # style (ruff) and the layers (lint-imports: the contracts in pyproject.toml, docs/ARCHITECTURE.md)
 	$(PY) -m ruff check src tests scripts
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	$(PY) scripts/bench_toy.py
@@ -46,23 +47,30 @@ zoo: $(STAMP)
 	$(PY) -m gancollapse.report multirun/zoo
 
 # ---------------------------------------------------------------------------- Stacked Digits benchmark
-# Offline 1,000-mode collapse benchmark (gancollapse.benchmark; docs/RESULTS.md): 10 configurations x 3 seeds
-# (conf/experiment/benchmark/), prior/MH-GAN/DRS sampling on the baseline, leaderboard.md/.csv (mean +- std over
-# seeds) and modes_kl.png under $(BENCH_DIR). Sized for ~2 h on 2 CPU cores (BENCH_JOBS runs at a time, 1 thread
-# each). A rerun resumes finished/killed runs. BENCH_ARGS: extra flags, e.g. BENCH_ARGS="--seeds 0 -- max_g_steps=100".
-BENCH_DIR ?= multirun/benchmark
+# Offline 1,000-mode collapse benchmark (gancollapse.benchmark; docs/RESULTS.md). BENCH picks the set,
+# conf/benchmark/$(BENCH).yaml: stacked_digits (default: 10 configurations x 3 seeds of conf/experiment/benchmark/,
+# prior/MH-GAN/DRS sampling on the baseline; ~2 h on 2 CPU cores) or stacked_mnist5k (8 of the same configurations
+# x 5 seeds on real MNIST digits, offline; estimated <= 3 h). leaderboard.md/.csv (mean +- std over seeds, 95%
+# bootstrap intervals, Welch tests against ns) and
+# modes_kl.png under BENCH_DIR (default: the set's out, multirun/benchmark or multirun/benchmark_<set>). BENCH_JOBS
+# runs at a time, 1 thread each. A rerun resumes finished/killed runs. BENCH_ARGS: extra flags, e.g.
+# BENCH_ARGS="--seeds 0 -- max_g_steps=100".
+BENCH ?= stacked_digits
+BENCH_DIR ?=
 BENCH_JOBS ?= 2
 BENCH_ARGS ?=
 
 .PHONY: benchmark
 
 benchmark: $(STAMP)
-	$(PY) -m gancollapse.benchmark --out $(BENCH_DIR) --jobs $(BENCH_JOBS) $(BENCH_ARGS)
+	$(PY) -m gancollapse.benchmark --set $(BENCH) $(if $(BENCH_DIR),--out $(BENCH_DIR)) --jobs $(BENCH_JOBS) $(BENCH_ARGS)
 
 # ---------------------------------------------------------------------------- MBRCE-AAE / ALAE
 # Progressive adversarial autoencoders (gancollapse.models.mbrce_aae). RUN=<run dir>, ARGS="<hydra overrides>".
 #   make mbrce                      # embedded digits: TFRecords, lods 0..3, evaluation, figures (a few CPU minutes)
-#   make mbrce ARGS="model.module.estimator=logistic model.module.r1_gamma=10"   # the ALAE baseline, same run
+#   make mbrce ARGS="model.module.estimator=logistic"   # the ALAE baseline: the same run but for the latent term
+#   make mbrce ARGS="model.module.estimator=spectral model.module.alpha=0.5 model.module.r1_gamma=0"   # the paper's
+#                                   # general-α estimator; it has no R1, so compare with ALAE at r1_gamma=0 too
 #   make mbrce-celeba-data IMAGES=/data/celeba-hq-256   then   make mbrce-celeba ARGS="trainer.devices=4"
 RUN ?= outputs/mbrce
 ARGS ?=
@@ -75,7 +83,7 @@ ALAE_CELEBA_RUN ?= outputs/alae_celeba256
 # intra-op threads per process ran ~10x slower than one (measured on a loaded 2-core machine); raise on a quiet one.
 MBRCE_THREADS ?= 1
 MBRCE_PY := OMP_NUM_THREADS=$(MBRCE_THREADS) $(PY)
-MBRCE_FIGURES := $(MBRCE_PY) -m gancollapse.aae.figures $(RUN)
+MBRCE_FIGURES := $(MBRCE_PY) -m gancollapse.figures_aae $(RUN)
 
 .PHONY: mbrce mbrce-data mbrce-train mbrce-fresh mbrce-samples mbrce-recon mbrce-interp mbrce-stylemix \
 	mbrce-figures mbrce-eval mbrce-bench mbrce-celeba-data mbrce-celeba alae-celeba
@@ -105,7 +113,7 @@ mbrce-figures: $(STAMP)
 	$(MBRCE_FIGURES) --what all
 
 mbrce-eval: $(STAMP)   # metrics of $(RUN)'s last checkpoint into $(RUN)/summary.json (and figures)
-	$(MBRCE_PY) -m gancollapse.aae.evaluate $(RUN)
+	$(MBRCE_PY) -m gancollapse.evaluate_aae $(RUN)
 
 mbrce-bench: $(STAMP)   # share of the cs2 term in one training iteration at the digits default
 	$(PY) scripts/bench_mbrce_train.py

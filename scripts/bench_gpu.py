@@ -45,8 +45,9 @@ import torchvision
 import tqdm
 from PIL import Image
 
-from gancollapse.data.images import DigitsDataModule
+from gancollapse.data.digits import DigitsDataModule
 from gancollapse.losses import HingeLoss
+from gancollapse.metrics.fid import FID
 from gancollapse.metrics.image_callback import ImageEvaluator
 from gancollapse.models.gan import GANModule
 from gancollapse.nets.dcgan import DCGAN32Discriminator, DCGAN32Generator
@@ -219,8 +220,8 @@ def run_fid(device: str, n: int, n_real: int, batch_size: int) -> dict:
     module = GANModule(DCGAN32Generator(128), DCGAN32Discriminator(), HingeLoss(), z_dim=128).to(device)
     dm = DigitsDataModule(img_size=32, channels=3)
     with tempfile.TemporaryDirectory() as tmp:
-        ev = ImageEvaluator(n_samples=n, n_real=n_real, feature="inception", kid=False, prdc=False, grid_size=0,
-                            batch_size=batch_size)
+        ev = ImageEvaluator(n_samples=n, n_real=n_real, feature="inception", grid_size=0, batch_size=batch_size,
+                            metrics={"fid": FID()})
         ev.setup(SimpleNamespace(default_root_dir=tmp, datamodule=dm), module, "fit")
         ev._prepare(torch.device(device))  # extractor + real statistics: cached on disk in real runs
         with torch.no_grad():  # first-call costs (cuDNN plans, allocator) are not the metric's

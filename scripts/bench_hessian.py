@@ -69,7 +69,7 @@ class _Trainer:
 def bench(bridge: str, device: torch.device, repeats: int, every: int, observatory: bool = True) -> dict:
     torch.manual_seed(0)
     module = DistGANModule(MnistGenerator(Z, bridge=bridge), MnistDiscriminator(), MnistEncoder(Z),
-                           sampler=PriorSampler("uniform"), z_dim=Z, schedule_steps=100_000).to(device)
+                           prior=PriorSampler("uniform"), z_dim=Z, schedule_steps=100_000).to(device)
     module.use_optimizers(module.configure_optimizers())
     real = (torch.rand(B, 1, 28, 28, device=device) * 2 - 1)
 

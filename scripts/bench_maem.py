@@ -207,7 +207,8 @@ def run_step(device: str, d_steps: int, warmup: int, compile_nets: bool) -> dict
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
-    from gancollapse.train import CONF_DIR, run
+    from gancollapse.paths import CONF_DIR
+    from gancollapse.train import run
 
     n_critic = 3
     overrides = [

@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     v = torch.randn(batch, module.latent_dim, requires_grad=True)
 
     def divergence() -> None:
-        renyi_divergence(u, v, module.alpha, module.estimator, module.sigma2, kernel=module.kernel).backward()
+        renyi_divergence(u, v, module.alpha, module.estimator, module.sigma2, kernel=module.kernel,
+                         eps=module.spectral_eps, bandwidth_grad=module.bandwidth_grad).backward()
 
     t_div = 2 * median_seconds(divergence, args.repeats * 5)
     rows = [{"estimator": args.estimator, "lod": lod, "px": side, "batch": batch, "latent": module.latent_dim,

@@ -12,6 +12,14 @@ runs the platform's nets under ``torch.compile`` (default mode ``reduce-overhead
 
     python scripts/bench_toy.py [--steps 1500] [--repeats 3] [--device cpu|cuda|all] [--compile [MODE]]
         [--no-plain] [--plain-seed-style] [--json out.json]
+
+``--ensemble K`` times ``ensemble=K`` (K seeds as one batched model, gancollapse.ensemble) against one run of
+the same config, for the cases of ``--cases`` (gdpp: the GDPP/VEEGAN 2x128 MLPs at GDPP's batch 512 and z 256;
+gdpp64: the same at batch 64; ring: the default 4x256 at batch 500), and reports the matmul FLOP/s each reaches
+(FLOPs of one G step counted by torch.utils.flop_counter) against the device's fp32 peak:
+
+    python scripts/bench_toy.py --ensemble 10 [--cases gdpp gdpp64 ring] [--steps 300] [--repeats 2]
+        [--sequential] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -31,7 +39,8 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
 from gancollapse.nets.mlp import MLP
-from gancollapse.train import CONF_DIR, run
+from gancollapse.paths import CONF_DIR
+from gancollapse.train import run
 
 WARMUP = 5  # untimed G steps before the clock starts, in both loops
 
@@ -115,6 +124,126 @@ def lightning_loop(steps: int, device: str, compile_mode: str | None = None) -> 
     return {"wall": steps / (w1 - w0), "cpu": steps / (c1 - c0)}
 
 
+ENSEMBLE_CASES = {
+    "gdpp": (["model.generator.hidden=128", "model.generator.depth=2", "model.discriminator.hidden=128",
+              "model.discriminator.depth=2", "z_dim=256", "dataset.batch_size=512", "dataset.n_samples=10240"],
+             "GDPP/VEEGAN 2x128 MLPs, batch 512, z 256"),
+    "gdpp64": (["model.generator.hidden=128", "model.generator.depth=2", "model.discriminator.hidden=128",
+                "model.discriminator.depth=2", "z_dim=256", "dataset.batch_size=64", "dataset.n_samples=10240"],
+               "2x128 MLPs, batch 64, z 256"),
+    "ring": ([], "ring default: 4x256 MLPs, batch 500, z 32"),
+}
+
+
+def fp32_peak(device: str) -> tuple[float | None, str]:
+    """The device's nominal fp32 peak (FLOP/s) and how it was derived. CPU: threads x clock (/proc/cpuinfo) x FMA
+    lanes (AVX-512: 2 units x 16 lanes x 2; AVX2: 2 x 8 x 2); GPU: the vendor's non-tensor-core fp32 figure."""
+    if device == "cuda":
+        name = torch.cuda.get_device_name()
+        table = {"H100 PCIe": 51.2e12, "H100": 66.9e12, "H200": 66.9e12, "A100": 19.5e12}  # vendor datasheets
+        for key, peak in table.items():
+            if key in name:
+                return peak, f"{name}: {peak / 1e12:.1f} TFLOP/s fp32 (datasheet, no tensor cores)"
+        return None, f"{name}: peak unknown"
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None, "no /proc/cpuinfo"
+    mhz = max(float(line.split(":")[1]) for line in info.splitlines() if line.startswith("cpu MHz"))
+    flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
+    per_cycle = 64 if " avx512f" in flags else 32 if " fma" in flags else 8
+    threads = torch.get_num_threads()
+    peak = threads * mhz * 1e6 * per_cycle
+    return peak, (f"{threads} thread(s) x {mhz / 1000:.2f} GHz x {per_cycle} FLOP/cycle "
+                  f"({'AVX-512' if per_cycle == 64 else 'AVX2' if per_cycle == 32 else 'SSE'} FMA)")
+
+
+def step_flops(cfg, device: str) -> float:  # noqa: ANN001
+    """Matmul FLOPs of one training step (a D and a G phase) of the module ``cfg`` builds, ensemble or not."""
+    import lightning as L
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from gancollapse.build import build_module
+    from gancollapse.ensemble import ensemble_size, member_config
+    from gancollapse.models.ensemble import EnsembleGAN
+
+    k = ensemble_size(cfg)
+    batch, dim = int(cfg.dataset.batch_size), 2
+    if k == 1:
+        module = build_module(cfg).to(device)
+        module.use_optimizers(module.configure_optimizers())
+        real = torch.randn(batch, dim, device=device)
+    else:
+        members, states = [], []
+        for s in range(k):
+            L.seed_everything(s, verbose=False)
+            members.append(build_module(member_config(cfg, s)))
+            states.append(torch.get_rng_state())
+        module = EnsembleGAN(members, list(range(k)), states).to(device)
+        real = torch.randn(k, batch, dim, device=device)
+    with FlopCounterMode(display=False) as counter:
+        module.training_step(real)
+    return float(counter.get_total_flops())
+
+
+def timed_run(overrides: list[str]) -> tuple[float, float]:
+    """(training seconds as the run's summary records them, seconds of the whole ``run()`` call)."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        summary = run(cfg, Path(tmp))
+        total = time.perf_counter() - t0
+    return float(summary["wall_seconds"]), total
+
+
+def ensemble_rows(args: argparse.Namespace, device: str) -> list[dict]:
+    """One row per case: one run and ensemble=K, wall time of training and of the whole run() call."""
+    peak, peak_how = fp32_peak(device)
+    rows = []
+    for case in args.cases:
+        extra, label = ENSEMBLE_CASES[case]
+        base = [f"trainer={'gpu' if device == 'cuda' else 'cpu'}", f"max_g_steps={args.steps}", "evaluator=none",
+                "ckpt_every_n_steps=1000000", "callbacks.progress_bar=null", "+trainer.enable_progress_bar=false",
+                "logger=none", *extra]
+
+        one, ens, seq = [], [], []
+        for _ in range(args.repeats):  # interleaved; best of N
+            one.append(timed_run([*base, "seed=0"]))
+            ens.append(timed_run([*base, "seed=0", f"ensemble={args.ensemble}"]))
+            if args.sequential:
+                runs = [timed_run([*base, f"seed={s}"]) for s in range(args.ensemble)]
+                seq.append((sum(r[0] for r in runs), sum(r[1] for r in runs)))
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg1 = compose("train", overrides=base)
+            cfgk = compose("train", overrides=base + [f"ensemble={args.ensemble}"])
+        f1, fk = step_flops(cfg1, device), step_flops(cfgk, device)
+        (t1, c1), (tk, ck) = min(one), min(ens)
+        row = {"case": case, "label": label, "device": device, "K": args.ensemble, "steps": args.steps,
+               "one_train_s": t1, "one_call_s": c1, "ens_train_s": tk, "ens_call_s": ck,
+               "ratio_train": tk / t1, "ratio_call": ck / c1,
+               "seq_call_s": min(s[1] for s in seq) if seq else args.ensemble * c1,
+               "seq_measured": bool(seq),
+               "one_gflops": f1 * args.steps / t1 / 1e9, "ens_gflops": fk * args.steps / tk / 1e9,
+               "peak_gflops": peak / 1e9 if peak else None, "peak": peak_how}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def print_ensemble_table(rows: list[dict]) -> None:
+    print(f"\n| case | one run: train s / call s | ensemble={rows[0]['K']}: train s / call s | ratio train / call "
+          f"| {rows[0]['K']} runs in a row, call s | GFLOP/s one / ensemble (fp32 peak) |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        peak = f"{r['peak_gflops']:.0f}" if r["peak_gflops"] else "?"
+        seq = f"{r['seq_call_s']:.1f}" + ("" if r["seq_measured"] else f" ({r['K']} x one)")
+        print(f"| {r['label']} | {r['one_train_s']:.2f} / {r['one_call_s']:.2f} | {r['ens_train_s']:.2f} / "
+              f"{r['ens_call_s']:.2f} | {r['ratio_train']:.2f} / {r['ratio_call']:.2f} | {seq} | "
+              f"{r['one_gflops']:.1f} / {r['ens_gflops']:.1f} ({peak}) |")
+    print(f"\npeak: {rows[0]['peak']}")
+
+
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -131,12 +260,24 @@ def main() -> None:
     p.add_argument("--plain-seed-style", action="store_true",
                    help="the plain loop computes D's weight gradients in G's step, as the seed does")
     p.add_argument("--json", type=Path, default=None, help="also write results here")
+    p.add_argument("--ensemble", type=int, default=None, metavar="K",
+                   help="time ensemble=K against one run (see --cases) instead of the plain-loop comparison")
+    p.add_argument("--cases", nargs="+", default=list(ENSEMBLE_CASES), choices=list(ENSEMBLE_CASES))
+    p.add_argument("--sequential", action="store_true", help="with --ensemble: also time K single runs in a row")
     args = p.parse_args()
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     results = {"date": str(date.today()), "machine": f"{platform.processor() or platform.machine()}, "
                f"{torch.get_num_threads()} threads, torch {torch.__version__}", "load_at_start": load, "rows": []}
+    if args.ensemble:
+        for dev in devices:
+            rows = ensemble_rows(args, dev)
+            results["rows"].extend(rows)
+            print_ensemble_table(rows)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return
     for dev in devices:
         # Interleave the two loops so drift in machine load hits both equally; report the best of N.
         plain, light = [], []

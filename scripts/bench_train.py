@@ -33,9 +33,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.profiler import ProfilerActivity, profile
 
-from gancollapse.build import build_datamodule, build_module
+from gancollapse.build import build_module
 from gancollapse.callbacks import MaxGSteps
-from gancollapse.train import CONF_DIR
+from gancollapse.instantiate import build_datamodule
+from gancollapse.paths import CONF_DIR
 
 PRESETS = {
     "hinge": ["dataset=digits", "model=dcgan32", "loss=hinge", "optim=adam", "z_dim=128"],

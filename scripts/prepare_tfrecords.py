@@ -34,7 +34,7 @@ from torch import Tensor
 def _batches(data, batch_size: int, num_workers: int) -> Iterator[tuple[Tensor, Tensor]]:
     from torch.utils.data import DataLoader
 
-    from gancollapse.data.images import UInt8Images
+    from gancollapse.data.in_memory import UInt8Images
 
     if isinstance(data, UInt8Images):
         for i in range(0, len(data), batch_size):
@@ -67,10 +67,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     from hydra import compose, initialize_config_dir
 
-    from gancollapse.build import build_datamodule
-    from gancollapse.data.images import FolderDataModule
-    from gancollapse.data.tfrecord import split_indices, write_tfrecords
-    from gancollapse.train import CONF_DIR
+    from gancollapse.data.image_folder import FolderDataModule
+    from gancollapse.data.tfrecord_writer import split_indices, write_tfrecords
+    from gancollapse.instantiate import build_datamodule
+    from gancollapse.paths import CONF_DIR
 
     if args.folder:
         dm = FolderDataModule(path=args.folder, img_size=args.size, channels=args.channels or 3, crop=args.crop,

@@ -23,17 +23,17 @@ from typing import Any
 import torch
 
 import gancollapse.train  # noqa: F401  (preloaded by the forkserver)
+from tests.conftest import TINY
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
 # Tiny toy runs: 10 batches per epoch (TOY_QUIET: no evaluator); TOY's evaluator scores 500 points every 100 G
 # steps (metric rows to compare).
-TOY_QUIET = ["model.generator.hidden=64", "model.discriminator.hidden=64", "dataset.n_samples=2000",
-             "dataset.batch_size=200", "callbacks.progress_bar=null", "log_every_n_steps=10", "evaluator=none"]
+TOY_QUIET = [*TINY, "evaluator=none"]
 TOY = [*TOY_QUIET[:-1], "evaluator.every_n_steps=100", "evaluator.n_samples=500", "evaluator.frames=false"]
-# Tiny DCGAN-32 on the embedded digits (56 batches of 32 per epoch). No evaluator: its feature net is built with
-# the global RNG at the first evaluation (see docs/RELIABILITY.md).
+# Tiny DCGAN-32 on the embedded digits (56 batches of 32 per epoch), no evaluator (cheaper; evaluations run on a
+# fork of the RNG and would not change the comparison, docs/RELIABILITY.md 5b).
 DIGITS = ["dataset=digits", "model.generator.base=8", "model.discriminator.base=8", "dataset.batch_size=32",
           "evaluator=none", "callbacks.progress_bar=null", "log_every_n_steps=5"]
 # What differs between two identical runs: wall-clock time.

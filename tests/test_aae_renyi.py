@@ -65,18 +65,53 @@ def test_normalized_gram_matches_scipy(kernel: str) -> None:
     assert torch.linalg.eigvalsh(A).min() > -1e-12
 
 
-def test_median_bandwidth_is_pooled_median_and_carries_no_gradient() -> None:
+def test_median_bandwidth_is_the_pooled_median_and_detaches_on_request() -> None:
     x, y = _sets(n=6, m=5)  # 55 pairs: odd, so the lower median is the median
     expected = np.median(pdist(torch.cat((x, y)).numpy()) ** 2)
     assert median_sigma2(x, y).item() == pytest.approx(expected, rel=1e-10)
+    assert median_sigma2(x, y, grad=True).item() == pytest.approx(expected, rel=1e-10)
     assert normalized_gram(x).allclose(normalized_gram(x, sigma2=float(np.median(pdist(x.numpy()) ** 2))))
 
-    def grad(sigma2):
+    def grad(sigma2, bandwidth_grad=True):
         xx = x.clone().requires_grad_(True)
-        renyi_divergence(xx, y, sigma2=sigma2).backward()
+        renyi_divergence(xx, y, sigma2=sigma2, bandwidth_grad=bandwidth_grad).backward()
         return xx.grad
 
-    torch.testing.assert_close(grad(None), grad(median_sigma2(x, y).item()))
+    # detached: the median is a constant, as if it had been passed in
+    torch.testing.assert_close(grad(None, bandwidth_grad=False), grad(median_sigma2(x, y).item()))
+    # followed: the same as normalising the pooled samples by their RMS pairwise distance q (in the graph) and
+    # using the normalised median σ²/q² as a constant bandwidth — computed here with torch.pdist instead
+    ratio = float(expected / np.mean(pdist(torch.cat((x, y)).numpy()) ** 2))
+    xx = x.clone().requires_grad_(True)
+    q = torch.pdist(torch.cat((xx, y))).pow(2).mean().sqrt()
+    renyi_divergence(xx / q, y / q, sigma2=ratio).backward()
+    torch.testing.assert_close(grad(None), xx.grad)
+    assert not torch.allclose(grad(None), grad(None, bandwidth_grad=False))
+
+
+def _scale_cosine(x, y, alpha, estimator, kernel, bandwidth_grad):
+    """(dD(s·x, s·y)/ds at s = 1) / (‖∇_{x,y} D‖ · ‖(x, y)‖): the cosine between D's gradient and the direction
+    that rescales both sets. dD/ds = Σ (x, y)·∇D (chain rule), so the ratio is dimensionless."""
+    s = torch.ones((), dtype=x.dtype, requires_grad=True)
+    xx, yy = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
+    d = renyi_divergence(s * xx, s * yy, alpha, estimator, kernel=kernel, bandwidth_grad=bandwidth_grad)
+    d_s, g_x, g_y = torch.autograd.grad(d, (s, xx, yy))
+    return float(d_s) / float(torch.cat((g_x, g_y)).norm() * torch.cat((x, y)).norm())
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "laplacian"])
+@pytest.mark.parametrize("estimator, alpha", KERNEL_ESTIMATORS)
+def test_median_bandwidth_divergence_is_invariant_to_a_common_rescaling(estimator: str, alpha: float,
+                                                                          kernel: str) -> None:
+    # An objective on codes that E can rescale must not reward the rescaling: D(s·x, s·y) = D(x, y), so its
+    # gradient is orthogonal to (x, y). Sets of different spread and mean, as real and generated codes are.
+    x, y = _sets(n=12, m=15, d=3)
+    x, y = x * 0.6, y * 1.4 + 0.8
+    d = renyi_divergence(x, y, alpha, estimator, kernel=kernel).item()
+    assert renyi_divergence(7.0 * x, 7.0 * y, alpha, estimator, kernel=kernel).item() == pytest.approx(d, rel=1e-9)
+    assert abs(_scale_cosine(x, y, alpha, estimator, kernel, bandwidth_grad=True)) < 1e-10
+    # the detached median (the seed's behaviour): the same value, but part of the gradient rescales the codes
+    assert abs(_scale_cosine(x, y, alpha, estimator, kernel, bandwidth_grad=False)) > 1e-2
 
 
 def test_coincident_points_give_finite_gram_and_gradients() -> None:

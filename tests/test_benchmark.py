@@ -8,8 +8,17 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from gancollapse.benchmark import CONFIGS, bar_labels, plot_modes_kl, sample_commands, train_commands
-from gancollapse.train import CONF_DIR, run
+from gancollapse.benchmark import (
+    CONFIGS,
+    SEEDS,
+    bar_labels,
+    load_set,
+    plot_modes_kl,
+    sample_commands,
+    train_commands,
+)
+from gancollapse.paths import CONF_DIR
+from gancollapse.train import run
 from tests.conftest import compose_cfg
 
 
@@ -20,6 +29,20 @@ def test_every_benchmark_configuration_composes():
         assert cfg.dataset.name == "stacked_digits" and cfg.dataset.img_size == 28
         assert cfg.max_g_steps == compose_cfg(["experiment=benchmark/ns"], tiny=False).max_g_steps  # equal G steps
     assert list(compose_cfg(["experiment=benchmark/pack2"], tiny=False).regularizer) == ["pack"]
+
+
+def test_stacked_mnist5k_set_reuses_the_configurations_on_real_digits():
+    digits, mnist = load_set("stacked_digits"), load_set("stacked_mnist5k")
+    assert (digits.configs, digits.seeds) == (CONFIGS, SEEDS) and digits.overrides == ()
+    assert set(mnist.configs) == {"wgan_gp", "lsgan", "r1", "pack2", "ns", "maem", "distgan", "sn"}
+    assert mnist.seeds == (0, 1, 2, 3, 4) and mnist.out != digits.out
+    steps = compose_cfg(["experiment=benchmark/ns"], tiny=False).max_g_steps
+    for name in mnist.configs:
+        cfg = compose_cfg([f"experiment=benchmark/{name}", *mnist.overrides], tiny=False)
+        assert cfg.dataset.name == "stacked_mnist5k" and cfg.dataset.img_size == 28 and cfg.max_g_steps == steps
+        assert cfg.evaluator._target_ == "gancollapse.benchmark.StackedDigitsEvaluator"
+    with pytest.raises(ValueError, match="--set=nope: no conf/benchmark/nope.yaml"):
+        load_set("nope")
 
 
 def test_sweep_commands():

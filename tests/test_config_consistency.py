@@ -7,14 +7,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
+from omegaconf import OmegaConf
 
-from gancollapse.build import build_datamodule, build_module
-from gancollapse.data.tfrecord import TFRecordDataModule, meta_path, resolve_from_meta, write_tfrecords
+from gancollapse.build import build_module
+from gancollapse.data.tfrecord import TFRecordDataModule
+from gancollapse.data.tfrecord_meta import meta_path, resolve_from_meta
+from gancollapse.data.tfrecord_writer import write_tfrecords
+from gancollapse.instantiate import build_datamodule
 from gancollapse.metrics.evaluator import Evaluator
 from gancollapse.metrics.image_callback import ImageEvaluator, eval_sizes_message, resolve_eval_sizes
 from gancollapse.paths import CONF_DIR
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, random_images
 
 DATASETS = sorted(p.stem for p in (Path(CONF_DIR) / "dataset").glob("*.yaml"))
 COMMON = ("every_n_steps", "every_n_epochs", "n_samples", "seed", "monitor", "monitor_mode")
@@ -44,6 +48,15 @@ def test_every_dataset_evaluator_has_and_accepts_the_common_keys(dataset):
     assert (ev.every_n_steps, ev.every_n_epochs, ev.n_samples, ev.seed, ev.monitor, ev.monitor_mode) == (7, 3, 64, 5, None, "max")
 
 
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_every_dataset_target_names_the_module_that_defines_its_class(dataset):
+    """``_target_`` points at the class's own module, not at a module that only re-exports it (the old
+    ``gancollapse.data.images`` path): the config tree mirrors src/."""
+    target = OmegaConf.load(Path(CONF_DIR) / "dataset" / f"{dataset}.yaml")["_target_"]
+    module, name = target.rsplit(".", 1)
+    assert get_class(target).__module__ == module, f"conf/dataset/{dataset}.yaml: {name} lives elsewhere"
+
+
 @pytest.mark.parametrize("name", ["toy", "image", "aae", "aae_digits", "aae_celeba256"])
 def test_every_named_evaluator_has_the_common_keys(name):
     cfg = compose_cfg(["dataset=digits", f"evaluator={name}", "evaluator.every_n_steps=7"], tiny=False)
@@ -54,8 +67,7 @@ def test_every_named_evaluator_has_the_common_keys(name):
 # ---------------------------------------------------------------------------- TFRecord metadata
 def _write_grey_set(out: Path, sizes: tuple[int, int] = (32, 16), n: int = 24) -> dict:
     """A 1-channel set at two resolutions (largest first), written with the project's own writer."""
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (n, 1, sizes[0], sizes[0]), generator=g, dtype=torch.uint8)
+    images = random_images(n, 1, sizes[0])
     return write_tfrecords([(images, torch.arange(n) % 10)], out, "grey", min_resolution=sizes[1], parts=1)
 
 
@@ -147,13 +159,12 @@ def test_auto_latents_are_redrawn_when_the_device_decides_other_sizes(monkeypatc
     class _Stop(Exception):
         pass
 
-    class _Sampler:
-        @staticmethod
-        def prior(n, z_dim, device, gen):  # noqa: ANN001, ANN205
-            return torch.randn(n, z_dim, generator=gen)
-
     class _Module:
-        sampler, z_dim, device = _Sampler(), 4, torch.device("cpu")
+        z_dim, device = 4, torch.device("cpu")
+
+        @staticmethod
+        def sample_z(n, device, gen):  # noqa: ANN001, ANN205
+            return torch.randn(n, 4, generator=gen)
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # setup's guess: the CUDA sizes
     ev = ImageEvaluator(n_samples="auto", n_real="auto", grid_size=4)

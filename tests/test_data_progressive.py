@@ -3,7 +3,6 @@ seeded order and mid-epoch resume (plain and through Lightning checkpoints), the
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import struct
@@ -14,24 +13,16 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from gancollapse.data.progressive import ProgressiveTFRecordDataModule, shard_plan, write_digits_tfrecords
-from gancollapse.data.tfrecord import (
-    TFRecordError,
-    decode_example,
-    downsample_uint8,
-    iter_records,
-    level_path,
-    meta_path,
-    split_indices,
-    write_tfrecords,
-)
-from tests.conftest import REPO
+from gancollapse.data.tfrecord_format import TFRecordError, decode_example, iter_records
+from gancollapse.data.tfrecord_meta import level_path, meta_path
+from gancollapse.data.tfrecord_writer import downsample_uint8, split_indices, write_tfrecords
+from tests.conftest import load_script, random_images
 
 N, TEST, PARTS = 48, 8, 4  # 40 training images, 10 per part
 
 
 def _source() -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    return torch.randint(0, 256, (N, 3, 16, 16), generator=g, dtype=torch.uint8), torch.arange(N) * 3 + 1
+    return random_images(N, 3, 16), torch.arange(N) * 3 + 1
 
 
 @pytest.fixture(scope="module")
@@ -246,9 +237,7 @@ def test_lightning_resume_from_a_mid_epoch_checkpoint(tfr, tmp_path):
 
 
 def test_prepare_script_writes_a_seeded_disjoint_held_out_split(tmp_path):
-    spec = importlib.util.spec_from_file_location("prepare_tfrecords", REPO / "scripts" / "prepare_tfrecords.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("prepare_tfrecords")
 
     def prepare(out, seed):
         return script.main(["--dataset", "digits", "--out", str(out), "--name", "d", "--size", "8", "--min-resolution", "4",

@@ -89,7 +89,7 @@ def test_mnist_nets_shapes_and_feature_dim():
 def _module(**kw) -> DistGANModule:
     torch.manual_seed(0)
     m = DistGANModule(MnistGenerator(z_dim=2, dim=4, bridge="crop"), MnistDiscriminator(dim=4), MnistEncoder(z_dim=2, dim=4),
-                      sampler=PriorSampler("uniform"), z_dim=2, schedule_steps=10, **kw)
+                      prior=PriorSampler("uniform"), z_dim=2, schedule_steps=10, **kw)
     m.use_optimizers(m.configure_optimizers())  # no Trainer in a unit test
     return m
 

@@ -12,19 +12,21 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import gancollapse
-from gancollapse.build import build_datamodule, build_module
-from gancollapse.train import CONF_DIR, run
+from gancollapse.build import build_module
+from gancollapse.instantiate import build_datamodule
+from gancollapse.paths import CONF_DIR
+from gancollapse.train import run
 
 TINY = ["optim=distgan", "dataset=digits", "dataset.img_size=28", "evaluator=none",
         "z_dim=2", "max_g_steps=6", "log_every_n_steps=2", "logger=csv", "callbacks.progress_bar=null",
         "model.generator.dim=4", "model.generator.bridge=crop", "model.discriminator.dim=4", "dataset.batch_size=16",
-        "sampler.distribution=uniform", "+callbacks=observatory", "callbacks.observatory.every_n_steps=3",
+        "prior=uniform", "+callbacks=observatory", "callbacks.observatory.every_n_steps=3",
         "callbacks.observatory.k=2", "callbacks.observatory.iterations=4", "callbacks.observatory.n_spread=32",
         "callbacks.observatory.hessian_batch=16", "callbacks.observatory.plot=false"]
 EXTRA = {
     "gan_mnist": [],
-    "distgan_mnist": ["model.encoder.dim=4", "model.module.schedule_steps=8"],
-    "nugan_distgan_mnist": ["model.encoder.dim=4", "model.module.nudge.every_n_steps=2",
+    "distgan_mnist": ["model.module.schedule_steps=8"],
+    "nugan_distgan_mnist": ["model.module.nudge.every_n_steps=2",
                             "model.module.nudge.k=2", "model.module.nudge.iterations=4", "model.module.nudge.threshold=0.0"],
 }
 
@@ -42,7 +44,7 @@ def _columns(path) -> dict[str, list[float]]:
 @pytest.mark.parametrize("model", list(EXTRA))
 def test_short_run_trains_and_logs_eigenvalues(tmp_path, model):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"model={model}", *TINY, *EXTRA[model]])
+        cfg = compose("train", overrides=[f"method={model}", *TINY, *EXTRA[model]])
     torch.manual_seed(0)
     summary = run(cfg, tmp_path)
     assert summary["g_steps"] == 6 and summary["d_steps"] == 6 and summary["nonfinite_skips"] == 0
@@ -81,9 +83,9 @@ def test_study_configs_compose_for_all_models():
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         for model in EXTRA:
-            cfg = compose("train", overrides=["experiment=collapse_mnist", f"model={model}", "z_dim=10",
+            cfg = compose("train", overrides=["experiment=collapse_mnist", f"method={model}", "z_dim=10",
                                               "model.generator.bridge=crop", "model.generator.dim=4", "model.discriminator.dim=4"])
-            assert cfg.sampler.distribution == "uniform" and cfg.max_g_steps == 20000
+            assert cfg.prior.distribution == "uniform" and cfg.max_g_steps == 20000
             assert cfg.callbacks.observatory.classifier == "auto" and cfg.dataset.img_size == 28
             module = build_module(cfg)
             assert module.z_dim == 10
@@ -100,7 +102,7 @@ def test_study_configs_compose_for_all_models():
 
 
 def test_nugan_distgan_resumes_counters_and_nudge_state(tmp_path):
-    over = ["model=nugan_distgan_mnist", *TINY, *EXTRA["nugan_distgan_mnist"], "callbacks.observatory.every_n_steps=100"]
+    over = ["method=nugan_distgan_mnist", *TINY, *EXTRA["nugan_distgan_mnist"], "callbacks.observatory.every_n_steps=100"]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         first = compose("train", overrides=over)
         second = compose("train", overrides=[*over, "max_g_steps=9"])

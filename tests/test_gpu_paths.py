@@ -4,7 +4,6 @@ training batches and device-derived loader settings, and the benchmark report (s
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -17,7 +16,8 @@ import pytest
 import torch
 
 from gancollapse.build import build_module
-from gancollapse.data.images import DeviceBatches, DigitsDataModule
+from gancollapse.data.digits import DigitsDataModule
+from gancollapse.data.in_memory import DeviceBatches
 from gancollapse.losses import HingeLoss
 from gancollapse.models.gan import GANModule
 from gancollapse.models.phased import PhaseBatch
@@ -31,7 +31,7 @@ from gancollapse.regularizers.spectral_norm import SpectralNorm
 from gancollapse.regularizers.topk import TopK
 from gancollapse.regularizers.weight_clipping import WeightClipping
 from gancollapse.train import run
-from tests.conftest import REPO, compose_cfg
+from tests.conftest import REPO, compose_cfg, load_script
 
 # Tensor methods that read a value back to the host (a device sync on a GPU).
 HOST_READS = ("item", "__bool__", "tolist", "__int__", "__float__", "__index__", "numpy")
@@ -192,16 +192,8 @@ def test_on_device_auto_and_pinning_follow_the_trainer_device():
 
 
 # ---------------------------------------------------------------------------------------------- benchmark report
-def _bench_gpu_module():
-    spec = importlib.util.spec_from_file_location("bench_gpu", REPO / "scripts" / "bench_gpu.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_markdown_report_rows_ratios_and_missing_peers():
-    bench = _bench_gpu_module()
+    bench = load_script("bench_gpu")
     env = {"device": "NVIDIA H100 80GB HBM3", "torch": "2.14.1", "cuda": "13.0", "date": "2026-11-24",
            "mode": "full"}
     results = {
@@ -227,7 +219,7 @@ def test_markdown_report_rows_ratios_and_missing_peers():
 
 
 def test_target_verdicts_respect_direction():
-    bench = _bench_gpu_module()
+    bench = load_script("bench_gpu")
     assert bench.verdict(6000.0, 6000.0, higher_is_better=True) == "met"
     assert bench.verdict(5999.0, 6000.0, higher_is_better=True) == "missed"
     assert bench.verdict(1.2, 1.0, higher_is_better=False) == "missed"

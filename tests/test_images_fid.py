@@ -10,7 +10,7 @@ import torch
 from torchmetrics.image.fid import NoTrainInceptionV3
 from torchvision.models import inception_v3
 
-from gancollapse.data.images import DigitsDataModule
+from gancollapse.data.digits import DigitsDataModule
 from gancollapse.metrics import features as featmod
 from gancollapse.metrics.features import (
     InceptionFeatures,
@@ -24,6 +24,7 @@ from gancollapse.metrics.features import (
     resolve_inception_weights,
 )
 from gancollapse.metrics.fid import fid_from_features
+from tests.conftest import random_images
 
 
 def _fid_reference(a: np.ndarray, b: np.ndarray) -> float:
@@ -155,7 +156,7 @@ def test_shipped_weights_features_equal_the_torchscript_extractor(tmp_path, monk
     jit = torch.jit.load(str(fid_helper_file()), map_location="cpu").eval()
     expected = {f"{layer}.{t}" for layer in _inverse_table().values() for t in ("weight", "beta", "mean", "var")}
     assert set(jit.state_dict()) == expected  # the test's table is the real file's naming
-    u8 = torch.randint(0, 256, (2, 3, 299, 299), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    u8 = random_images(2, 3, 299)
     with torch.no_grad():
         ours = ext.net(u8)  # torch-fidelity forward with the mapped weights
         ref = jit((u8.float() - 128) / 128)
@@ -174,7 +175,7 @@ def test_eigh_backend_equals_torchmetrics():
     ours = fid_from_features(stats, b, backend="eigh")
     ref = fid_from_features(stats, b, backend="torchmetrics")
     assert ours == pytest.approx(ref, rel=1e-6)
-    with pytest.raises(ValueError, match="fid_backend"):
+    with pytest.raises(ValueError, match="metrics.fid.backend"):
         fid_from_features(stats, b, backend="nope")
 
 

@@ -2,32 +2,28 @@
 
 from __future__ import annotations
 
-import importlib.util
 import struct
 
 import pytest
 import torch
 
-from gancollapse.data.tfrecord import (
-    TFRecordDataModule,
+from gancollapse.data.tfrecord import TFRecordDataModule
+from gancollapse.data.tfrecord_format import (
     TFRecordError,
     _crc32c_python,
     decode_example,
-    downsample_uint8,
     encode_example,
-    level_path,
     masked_crc,
-    meta_path,
     verify_tfrecord,
-    write_tfrecords,
 )
+from gancollapse.data.tfrecord_meta import level_path, meta_path
+from gancollapse.data.tfrecord_writer import downsample_uint8, write_tfrecords
 from gancollapse.train import run
-from tests.conftest import REPO, compose_cfg
+from tests.conftest import TINY_DCGAN, compose_cfg, load_script, random_images
 
 
 def _write(tmp_path, n=20, parts=2):
-    g = torch.Generator().manual_seed(0)
-    imgs = torch.randint(0, 256, (n, 3, 8, 8), generator=g, dtype=torch.uint8)
+    imgs = random_images(n, 3, 8)
     labels = torch.arange(n) * 7
     meta = write_tfrecords([(imgs[:13], labels[:13]), (imgs[13:], labels[13:])], tmp_path, "t", min_resolution=2, parts=parts)
     return imgs, labels, meta
@@ -121,19 +117,14 @@ def test_missing_set_and_wrong_resolution_say_how_to_fix(tmp_path):
 
 def test_prepare_script_and_training_from_tfrecords(tmp_path):
     out = tmp_path / "tfr"
-    spec = importlib.util.spec_from_file_location("prepare_tfrecords", REPO / "scripts" / "prepare_tfrecords.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    meta = script.main(["--dataset", "digits", "--out", str(out), "--name", "digits", "--size", "32",
+    meta = load_script("prepare_tfrecords").main(["--dataset", "digits", "--out", str(out), "--name", "digits", "--size", "32",
                         "--min-resolution", "16", "dataset.channels=1"])
     assert meta["count"] == 1797 and meta["resolutions"] == [32, 16]
     assert (out / "digits-r05.tfrecords.000").is_file() and (out / "digits-r04.tfrecords.000").is_file()
     cfg = compose_cfg(["dataset=tfrecord", f"dataset.path={out}", "dataset.tfrecord_name=digits", "dataset.channels=1",
-                       "dataset.batch_size=32", "model=dcgan32", "loss=hinge", "optim=adam", "z_dim=8",
-                       "model.generator.base=4", "model.discriminator.base=4", "callbacks.progress_bar=null",
-                       "max_g_steps=6", "evaluator.feature=tiny", "evaluator.every_n_steps=6",
-                       "evaluator.n_samples=64", "evaluator.n_real=200", "evaluator.prdc=false",
-                       "evaluator.kid=false", f"evaluator.cache_dir={tmp_path}", "logger=none"], tiny=False)
+                       "dataset.batch_size=32", *TINY_DCGAN, "z_dim=8", "max_g_steps=6", "evaluator.feature=tiny", "evaluator.every_n_steps=6",
+                       "evaluator.n_samples=64", "evaluator.n_real=200", "evaluator.metrics.prdc=null",
+                       "evaluator.metrics.kid=null", f"evaluator.cache_dir={tmp_path}", "logger=none"], tiny=False)
     summary = run(cfg, tmp_path / "run")
     assert summary["g_steps"] == 6 and summary["fid"] > 0
 

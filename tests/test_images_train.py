@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 
@@ -12,19 +11,14 @@ import torch
 import gancollapse
 from gancollapse.metrics.image_callback import ImageEvaluator
 from gancollapse.train import run
-from tests.conftest import compose_cfg
+from tests.conftest import TINY_DCGAN, compose_cfg, metric_values
 
-IMG = [
-    "dataset=digits", "model=dcgan32", "loss=hinge", "optim=adam", "z_dim=16",
-    "dataset.batch_size=32",
-    "model.generator.base=4", "model.discriminator.base=4",
-    "callbacks.progress_bar=null", "log_every_n_steps=5",
-]
+IMG = ["dataset=digits", *TINY_DCGAN, "z_dim=16", "dataset.batch_size=32", "log_every_n_steps=5"]
 
 
 def _cfg(tmp_path, extra):
     return compose_cfg(IMG + [f"evaluator.cache_dir={tmp_path / 'cache'}", "evaluator.n_samples=200",
-                              "evaluator.kid_subset_size=100", "evaluator.n_prdc=200",
+                              "evaluator.metrics.kid.subset_size=100", "evaluator.metrics.prdc.n=200",
                               "evaluator.grid_size=16"] + extra, tiny=False)
 
 
@@ -39,8 +33,7 @@ def test_digits_dcgan_run_end_to_end(tmp_path):
     for key in ("precision", "recall", "coverage"):
         assert 0.0 <= summary[key] <= 1.0, key
     # both evaluations (G steps 15 and 30) reach metrics.csv; best/fid is the lower one, at its step
-    with open(run_dir / "metrics.csv") as f:
-        fids = [float(r["fid"]) for r in csv.DictReader(f) if r.get("fid")]
+    fids = metric_values(run_dir, "fid")
     assert len(fids) == 2 and summary["fid"] == pytest.approx(fids[-1])
     assert summary["best/fid"] == pytest.approx(min(fids))
     assert summary["best/fid_step"] == (15, 30)[fids.index(min(fids))]

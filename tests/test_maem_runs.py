@@ -3,7 +3,6 @@ run with the full bundle, and a short CPU run of the paper's CIFAR-10 experiment
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -11,9 +10,10 @@ import pytest
 import torch
 
 import gancollapse
-from gancollapse.train import CONF_DIR, run
+from gancollapse.paths import CONF_DIR
+from gancollapse.train import run
 
-from .conftest import compose_cfg
+from .conftest import compose_cfg, metrics_csv
 
 BATCH = 32
 SMALL_TOY = ["dataset.n_samples=256", f"dataset.batch_size={BATCH}", "evaluator=none", "log_every_n_steps=1"]
@@ -22,11 +22,6 @@ SMALL_TOY = ["dataset.n_samples=256", f"dataset.batch_size={BATCH}", "evaluator=
 def _state(run_dir: Path) -> dict[str, torch.Tensor]:
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     return ckpt["state_dict"]
-
-
-def _rows(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "metrics.csv") as f:
-        return list(csv.DictReader(f))
 
 
 def test_fifo_buffer_round_trips_through_lightning_checkpoint_and_resume(tmp_path: Path) -> None:
@@ -68,7 +63,7 @@ def test_toy_ring_run_with_full_maem_bundle(tmp_path: Path) -> None:
     summary = run(cfg, tmp_path)
     assert summary["g_steps"] == 60 and summary["nonfinite_skips"] == 0
     assert summary["toy/hq_fraction"] is not None
-    rows = _rows(tmp_path)
+    rows = metrics_csv(tmp_path)
     for name in ("maem_entropy_real", "maem_entropy_fake", "dlle", "disomap"):
         vals = [float(r[f"train/{name}"]) for r in rows if r.get(f"train/{name}")]
         assert vals and all(math.isfinite(v) for v in vals), name
@@ -78,7 +73,7 @@ def test_toy_ring_run_with_full_maem_bundle(tmp_path: Path) -> None:
 
 def _entropy_estimates(run_dir: Path, sigma: float) -> tuple[list[float], list[float]]:
     """The logged terms −σ·log(mean NN distance) turned back into the estimates (real side, fake side)."""
-    rows = _rows(run_dir)
+    rows = metrics_csv(run_dir)
     real = [-float(r["train/maem_entropy_real"]) / sigma for r in rows if r.get("train/maem_entropy_real")]
     fake = [-float(r["train/maem_entropy_fake"]) / sigma for r in rows if r.get("train/maem_entropy_fake")]
     return real, fake
@@ -127,7 +122,7 @@ def test_maem_cifar10_experiment_short_cpu_run_logs_all_terms(tmp_path: Path) ->
     assert cfg.regularizer.maem.code_dim == 16 and set(cfg.regularizer) == {"maem", "dlle", "disomap"}
     summary = run(cfg, tmp_path)
     assert (summary["g_steps"], summary["d_steps"]) == (8, 24) and summary["nonfinite_skips"] == 0
-    rows = _rows(tmp_path)
+    rows = metrics_csv(tmp_path)
     for name in ("d_loss", "g_loss", "maem_entropy_real", "maem_entropy_fake", "dlle", "disomap"):
         vals = [float(r[f"train/{name}"]) for r in rows if r.get(f"train/{name}")]
         assert vals and all(math.isfinite(v) for v in vals), name

@@ -306,7 +306,7 @@ def test_maf_objective_is_wasserstein_on_the_code_mean() -> None:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from gancollapse.train import CONF_DIR
+    from gancollapse.paths import CONF_DIR
 
     objective = instantiate(OmegaConf.load(f"{CONF_DIR}/loss/maf.yaml"))
     t, f = torch.randn(5, 16), torch.randn(5, 16)

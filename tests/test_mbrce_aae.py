@@ -10,54 +10,26 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from PIL import Image
 
-from gancollapse.aae.evaluate import evaluate_run, reconstruction_metrics, ssim_sigma
-from gancollapse.aae.figures import bilinear_grid, interleave
-from gancollapse.aae.figures import main as figures_main
+from gancollapse.aggregate import flatten
 from gancollapse.build import build_module
-from gancollapse.data.images import DigitsDataModule
-from gancollapse.data.tfrecord import split_indices, write_tfrecords
+from gancollapse.evaluate_aae import evaluate_run
+from gancollapse.figures_aae import main as figures_main
+from gancollapse.metrics.aae import reconstruction_metrics, ssim_sigma
+from gancollapse.metrics.aae_figures import bilinear_grid, interleave
 from gancollapse.models.mbrce_aae import MBRCEAAEModule, alae_discriminator_loss
 from gancollapse.models.phased import PhaseBatch
 from gancollapse.train import run
-from tests.conftest import compose_cfg
+from tests.conftest import BATCH, N_IMAGES, N_TEST, compose_cfg, is_png, metric_values
+from tests.conftest import aae_overrides as _overrides
 
-N_IMAGES, N_TEST, BATCH = 160, 32, 32  # 128 training images: 4 batches per epoch
 STEPS_PER_EPOCH = (N_IMAGES - N_TEST) // BATCH
-
-
-@pytest.fixture(scope="module")
-def digits16(tmp_path_factory):
-    """160 scikit-learn digits at 16 px (lods 0–2) in the progressive TFRecord layout, 32 held out."""
-    out = tmp_path_factory.mktemp("tfr")
-    data = DigitsDataModule(img_size=16, channels=1).load()
-    images, labels = data.images[:N_IMAGES], data.labels[:N_IMAGES]
-    write_tfrecords([(images, labels)], out, "tiny", min_resolution=4, parts=1,
-                    test_indices=split_indices(N_IMAGES, N_TEST, 0), split_seed=0, extra_meta={"num_classes": 10})
-    return out
-
-
-def _overrides(data, cache, experiment: str = "mbrce_aae_digits", epochs=(1, 1, 2)) -> list[str]:
-    return [
-        f"experiment={experiment}", f"dataset.path={data}", "dataset.tfrecord_name=tiny", "dataset.prepare=null",
-        "z_dim=8", "model.module.mapping_layers=2", "model.module.channels=[16,8,8]",
-        f"model.module.epochs_per_lod=[{','.join(map(str, epochs))}]", f"model.module.batch_sizes={BATCH}",
-        f"trainer.max_epochs={sum(epochs)}", "callbacks.progress_bar=null", "log_every_n_steps=2",
-        "ckpt_every_n_steps=1000", f"evaluator.cache_dir={cache}", "evaluator.n_samples=64", "evaluator.n_real=128",
-        "evaluator.n_prdc=64", "evaluator.kid_subset_size=32", "evaluator.kid_subsets=5", "evaluator.batch_size=64",
-        "evaluator.grid_size=16", "evaluator.classifier_epochs=1",
-    ]
 
 
 def _max_adam_step(optimizer_state: dict) -> int:
     return max((int(s["step"]) for s in optimizer_state["state"].values()), default=0)
-
-
-def _is_png(path) -> bool:
-    with Image.open(path) as im:
-        im.verify()
-        return im.format == "PNG" and im.size[0] > 0
 
 
 # ---------------------------------------------------------------------------- a full run
@@ -90,7 +62,7 @@ def test_run_trains_every_lod_with_checkpoints_metrics_and_figures(full_run):
     assert summary["best/fid_step"] > 2 * STEPS_PER_EPOCH
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
     for name in ("samples", "recon", "interp", "stylemix"):
-        assert _is_png(run_dir / "figures" / f"{name}.png"), name
+        assert is_png(run_dir / "figures" / f"{name}.png"), name
     with Image.open(run_dir / "figures" / "interp.png") as im:  # 8 × 8 grid of 16-px tiles, 2-px padding
         assert im.size == (8 * 18 + 2, 8 * 18 + 2)
 
@@ -100,10 +72,13 @@ def test_evaluate_and_figures_cli_on_the_run(full_run, tmp_path):
     metrics = evaluate_run(run_dir, "lod1", figures=False)
     assert metrics["recon/lod"] == 1 and "fid" not in metrics  # below the top lod: no generation metrics
     metrics = evaluate_run(run_dir, "last", figures=False)
-    assert metrics["fid"] == pytest.approx(summary["fid"], rel=1e-3)  # same weights, latents and noise
+    # Same weights, latents, noise and batches: the same numbers, to round-off. (The re-evaluation builds its
+    # feature extractor first; building it had shifted G's noise draws when generation was not seeded after it.)
+    for key in ("fid", "kid", "kid_std", "precision", "recall", "recon/fid", "class_coverage/entropy"):
+        assert metrics[key] == pytest.approx(summary[key], rel=1e-9, abs=1e-12), key
     assert json.loads((run_dir / "summary.json").read_text())["recon/psnr"] == pytest.approx(metrics["recon/psnr"])
     paths = figures_main([str(run_dir), "--what", "samples,stylemix", "--out", str(tmp_path)])
-    assert sorted(paths) == ["samples", "stylemix"] and all(_is_png(p) for p in paths.values())
+    assert sorted(paths) == ["samples", "stylemix"] and all(is_png(p) for p in paths.values())
 
 
 # ---------------------------------------------------------------------------- resume vs lod change
@@ -143,6 +118,69 @@ def test_alae_baseline_trains_through_the_same_pipeline(digits16, tmp_path):
     assert n_head > 0 and set(range(n_encoder, n_encoder + n_head)) <= set(ckpt["optimizer_states"][0]["state"])
 
 
+# ---------------------------------------------------------------------------- the objective does not inflate the codes
+def _code_norms(data, run_dir, g_steps: int, extra: list[str]) -> list[float]:
+    """Mean ‖E(x)‖ of the real batch at every G step of a digits run at lod 0 (4 px, so steps are cheap)."""
+    cfg = compose_cfg([
+        "experiment=mbrce_aae_digits", f"dataset.path={data}", "dataset.tfrecord_name=tiny", "dataset.prepare=null",
+        "z_dim=8", "model.module.mapping_layers=2", "model.module.channels=[16,8,8]",
+        "model.module.epochs_per_lod=[1000,1,1]", f"model.module.batch_sizes={BATCH}", "trainer.max_epochs=1002",
+        f"max_g_steps={g_steps}", "callbacks.progress_bar=null", "log_every_n_steps=1", "ckpt_every_n_steps=100000",
+        "evaluator=none", *extra], tiny=False)
+    summary = run(cfg, run_dir)
+    assert summary["status"] == "finished" and summary["nonfinite_skips"] == 0
+    norms = metric_values(run_dir, "train/code_norm")
+    assert len(norms) == g_steps
+    return norms
+
+
+def _within_twice_the_start(norms: list[float]) -> bool:
+    return all(0.5 * norms[0] <= n <= 2.0 * norms[0] for n in norms)
+
+
+def test_codes_keep_their_scale_without_r1(digits16, tmp_path):
+    # 100 steps of the bare latent term (no R1, the seed's MBRCE setting): with the bandwidth detached, E raises
+    # D by inflating its codes (their mean norm passes 2x the start within 100 steps); with the bandwidth
+    # following the codes it cannot, and the norm stays within 2x.
+    norms = _code_norms(digits16, tmp_path, 100, ["model.module.r1_gamma=0"])
+    assert _within_twice_the_start(norms), (norms[0], min(norms), max(norms))
+
+
+@pytest.mark.slow  # ~90 s on one loaded core
+def test_codes_keep_their_scale_over_500_steps_of_the_digits_experiment(digits16, tmp_path):
+    # The experiment as configured (R1 γ = 10). With the detached bandwidth the codes shrink more than 2x instead.
+    norms = _code_norms(digits16, tmp_path, 500, [])
+    assert _within_twice_the_start(norms), (norms[0], min(norms), max(norms))
+
+
+# ---------------------------------------------------------------------------- MBRCE vs ALAE: one term apart
+@pytest.mark.parametrize("mbrce, alae", [("mbrce_aae_digits", "alae_digits"),
+                                         ("mbrce_aae_celeba256", "alae_celeba256")])
+def test_mbrce_and_alae_experiments_differ_only_in_the_latent_term(mbrce, alae):
+    # Same nets, R1, data, budget and schedule: the resolved configs differ in the estimator alone (the model
+    # choice name, mbrce_aae vs alae, is not part of the composed config).
+    a, b = (flatten(OmegaConf.to_container(compose_cfg([f"experiment={e}"], tiny=False), resolve=True))
+            for e in (mbrce, alae))
+    diff = {k: (a.get(k), b.get(k)) for k in a.keys() | b.keys() if a.get(k, a) != b.get(k, b)}
+    assert diff == {"model.module.estimator": ("cs2", "logistic")}
+    assert a["model.module.r1_gamma"] == b["model.module.r1_gamma"] == 10.0  # ALAE's R1 in both
+
+
+@pytest.mark.parametrize("alpha", [0.5, 2.0])
+def test_spectral_estimator_trains_through_the_pipeline(digits16, tmp_path, alpha):
+    # The paper's general-α estimator (eigendecompositions, no double backward: R1 off).
+    cfg = compose_cfg(_overrides(digits16, tmp_path / "cache")
+                      + ["model.module.estimator=spectral", f"model.module.alpha={alpha}", "model.module.r1_gamma=0",
+                         "max_g_steps=6", "evaluator.figures=false", "evaluator.classifier=null"], tiny=False)
+    summary = run(cfg, tmp_path / "run")
+    assert summary["status"] == "finished" and summary["g_steps"] == 6 and summary["nonfinite_skips"] == 0
+    divs = metric_values(tmp_path / "run", "train/divergence")
+    assert len(divs) == 3 and all(math.isfinite(d) for d in divs)  # logged every 2 steps
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["mbrce_aae"]["estimator"] == "spectral"
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
 # ---------------------------------------------------------------------------- unit behaviour
 def _module(**kw) -> MBRCEAAEModule:
     torch.manual_seed(0)
@@ -162,12 +200,21 @@ def _fixed_divergence(m: MBRCEAAEModule, x: torch.Tensor, z: torch.Tensor) -> fl
         return float(m.divergence(m.alae.encode(x, 0), m.alae.encode(fake, 0)))
 
 
-def test_encoder_step_pushes_real_and_generated_codes_apart():
-    m = _module()
+ESTIMATORS = [{}, {"estimator": "spectral", "alpha": 0.5}]  # cs2 (default) and the paper's α < 1 form
+
+
+def _at_lod0_with_fixed_batch(**kw) -> tuple[MBRCEAAEModule, torch.Tensor, torch.Tensor]:
+    """A module at lod 0 and a fixed batch (x: 16 images of 4², z: their latents)."""
+    m = _module(**kw)
     m.phase_batch((torch.zeros(16, 1, 4, 4), None))  # sets lod 0
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(16, 1, 4, 4, generator=gen) * 2 - 1
-    z = torch.randn(16, 8, generator=gen)
+    return m, x, torch.randn(16, 8, generator=gen)
+
+
+@pytest.mark.parametrize("kw", ESTIMATORS, ids=["cs2", "spectral0.5"])
+def test_encoder_step_pushes_real_and_generated_codes_apart(kw):
+    m, x, z = _at_lod0_with_fixed_batch(**kw)
     before = _fixed_divergence(m, x, z)
     g_before = [p.clone() for p in m.alae.generator.parameters()]
     for _ in range(5):
@@ -178,12 +225,9 @@ def test_encoder_step_pushes_real_and_generated_codes_apart():
     assert all(torch.equal(a, b) for a, b in zip(g_before, m.alae.generator.parameters(), strict=True))
 
 
-def test_generator_step_pulls_generated_codes_towards_real_ones():
-    m = _module()
-    m.phase_batch((torch.zeros(16, 1, 4, 4), None))
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(16, 1, 4, 4, generator=gen) * 2 - 1
-    z = torch.randn(16, 8, generator=gen)
+@pytest.mark.parametrize("kw", ESTIMATORS, ids=["cs2", "spectral0.5"])
+def test_generator_step_pulls_generated_codes_towards_real_ones(kw):
+    m, x, z = _at_lod0_with_fixed_batch(**kw)
     before = _fixed_divergence(m, x, z)
     e_before = [p.clone() for p in m.alae.encoder.parameters()]
     m.sample_z = lambda n: z[:n]  # the G step draws its own z: make it the fixed one
@@ -269,6 +313,6 @@ def test_celeba256_recipe_composes_and_builds_at_reduced_width(experiment, estim
     assert isinstance(module, MBRCEAAEModule) and module.estimator == estimator
     assert module.max_lod == 6 and module.channels == [4, 4, 4, 4, 4, 2, 1]  # min(max, start · 2^(6 − lod))
     assert module.batch_sizes == [512, 256, 128, 64, 32, 32, 32] and module.epochs_per_lod == [30] * 7
-    assert module.r1_gamma == (10.0 if estimator == "logistic" else 0.0)
+    assert module.r1_gamma == 10.0  # ALAE's R1 in both: the runs differ in the latent term alone
     out = module.alae.generate(torch.randn(2, 8), lod=6)
     assert out.shape == (2, 3, 256, 256)

@@ -13,10 +13,12 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from gancollapse.metrics.evaluator import Evaluator
+from gancollapse.metrics.fid import FID
 from gancollapse.metrics.image_callback import ImageEvaluator
 from gancollapse.metrics.toy_callback import ToyEvaluator
 from gancollapse.paths import CONF_DIR
-from gancollapse.train import build_callbacks
+from gancollapse.runner import build_callbacks
+from tests.conftest import StandInGenerator
 
 DATASETS = ["celeba", "cifar10", "digits", "grid", "image_folder", "mnist", "ring", "stacked_mnist", "tfrecord"]
 TOYS = {"ring", "grid"}
@@ -101,7 +103,8 @@ def test_resume_keeps_best_and_reports_at_the_end_even_without_new_steps():
 
 def test_common_keys_are_accepted_by_every_evaluator():
     common = [p for p in inspect.signature(Evaluator.__init__).parameters if p != "self"]
-    assert common == ["every_n_steps", "every_n_epochs", "n_samples", "seed", "monitor", "monitor_mode"]
+    assert common == ["every_n_steps", "every_n_epochs", "n_samples", "seed", "monitor", "monitor_mode", "samplers",
+                      "n_calibration"]
     values = {"every_n_steps": 7, "every_n_epochs": None, "n_samples": 64, "seed": 3, "monitor": "x",
               "monitor_mode": "max"}
     for cls in (ToyEvaluator, ImageEvaluator):
@@ -129,13 +132,15 @@ def test_each_dataset_selects_its_evaluator(dataset):
 
 def test_digits_evaluator_is_cpu_sized_and_unchanged():
     ev = _compose(["dataset=digits"]).evaluator
-    assert (ev.every_n_steps, ev.n_samples, ev.n_real, ev.feature, ev.n_prdc, ev.classifier) == (500, 1000, 1797, "tiny", 1000, None)
+    assert (ev.every_n_steps, ev.n_samples, ev.n_real, ev.feature, ev.metrics.prdc.n, ev.classifier) == (500, 1000, 1797, "tiny", 1000, None)
     ring = _compose([]).evaluator
     assert (ring.every_n_steps, ring.n_samples, ring.threshold, ring.min_fraction) == (250, 10000, 3.0, 0.008)
 
 
 def _kinds(cfg) -> list[str]:
-    cbs = build_callbacks(cfg, Path("/nonexistent"), None)
+    from gancollapse.build import build_module
+
+    cbs = build_callbacks(cfg, Path("/nonexistent"), build_module(cfg))
     return [type(c).__name__ + (f"({c.monitor})" if isinstance(c, ModelCheckpoint) and c.monitor else "") for c in cbs]
 
 
@@ -160,3 +165,60 @@ def test_every_dataset_has_a_default_evaluator_choice():
     names = {p.stem for p in (Path(CONF_DIR) / "dataset").glob("*.yaml")}
     missing = sorted(n for n in names if not (Path(CONF_DIR) / "evaluator" / "default" / f"{n}.yaml").is_file())
     assert not missing, f"add conf/evaluator/default/<name>.yaml for {missing}"
+
+
+class _NoisyG(StandInGenerator):
+    """A generator with stochastic inputs (as ALAE's noise): G(z) = tanh(pattern(z) + 0.3·ε), ε ~ N(0, I)
+    from the global RNG."""
+
+    z_dim = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        from gancollapse.samplers.prior import PriorSampler
+
+        self.sampler = PriorSampler()
+
+    def sample_z(self, n: int, device, generator=None) -> torch.Tensor:  # noqa: ANN001
+        return self.sampler.prior(n, self.z_dim, device, generator)
+
+    def generate(self, n: int, z: torch.Tensor, batch_size: int = 10_000) -> torch.Tensor:
+        pattern = z.repeat_interleave(256, dim=1).reshape(n, 1, 32, 32)
+        return torch.tanh(pattern + 0.3 * torch.randn(n, 1, 32, 32))
+
+
+def test_image_evaluation_draws_the_same_noise_whatever_came_before(tmp_path):
+    """The end of training and a later evaluation of its checkpoint must compute the same numbers: G's noise is
+    drawn from the evaluator's seed after the extractor and real statistics are ready, not from wherever the
+    global stream happens to be (building an extractor, a training step)."""
+    from gancollapse.data.digits import DigitsDataModule
+
+    g, dm = _NoisyG(), DigitsDataModule(img_size=32)
+
+    def evaluator() -> ImageEvaluator:
+        ev = ImageEvaluator(n_samples=64, n_real=64, feature="tiny", grid_size=0, batch_size=32,
+                            cache_dir=str(tmp_path), metrics={"fid": FID()})
+        ev.datamodule = dm
+        ev._draw_latents(g)
+        return ev
+
+    torch.manual_seed(0)
+    fresh = evaluator().compute(g)["fid"]  # builds the extractor and the real statistics first
+    warm = evaluator()
+    warm.compute(g)
+    torch.manual_seed(1)
+    again = warm.compute(g)["fid"]  # prepared already, another global stream
+    assert fresh == again
+
+
+def test_evaluation_leaves_the_training_rng_untouched():
+    class _Draws(_Scripted):
+        def compute(self, pl_module) -> dict[str, float]:  # noqa: ANN001
+            return {"score": float(torch.rand(()))}
+
+    ev, module, trainer = _Draws({}, every_n_steps=1), _Module(), _Trainer()
+    module.g_steps = 1
+    torch.manual_seed(5)
+    before = torch.random.get_rng_state()
+    ev.evaluate(trainer, module)
+    assert torch.equal(torch.random.get_rng_state(), before)

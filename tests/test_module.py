@@ -3,7 +3,6 @@ skipping, gradient accumulation, NudgedAdam on any model."""
 
 from __future__ import annotations
 
-import csv
 from functools import partial
 
 import lightning as L
@@ -25,7 +24,7 @@ from gancollapse.models.phased import (
 from gancollapse.nets.mlp import MLP
 from gancollapse.optim.nudged_adam import NudgedAdam
 from gancollapse.train import run
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, metrics_csv
 
 
 def _gan(optim=None, **kw) -> GANModule:
@@ -249,8 +248,7 @@ def test_optim_nudged_adam_on_the_ring_logs_its_spectrum(tmp_path):
                        "evaluator=none"])
     summary = run(cfg, tmp_path)
     assert summary["g_steps"] == 6
-    with open(tmp_path / "metrics.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("nugan/g/eig0")]
+    rows = metrics_csv(tmp_path, "nugan/g/eig0")
     assert len(rows) == 3  # checks at G steps 0, 2, 4
     assert float(rows[-1]["nugan/g_fired_total"]) > 0
 

@@ -12,9 +12,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch import nn
 
-from gancollapse.build import build_datamodule, build_module
+from gancollapse.build import build_module
 from gancollapse.classifier import SmallClassifier, predict_proba, save_classifier, train_classifier
-from gancollapse.data.images import DigitsDataModule, to_float
+from gancollapse.data.convert import to_float
+from gancollapse.data.digits import DigitsDataModule
+from gancollapse.instantiate import build_datamodule
 from gancollapse.metrics.inception_score import inception_score
 from gancollapse.metrics.observatory import (
     CollapseObservatory,
@@ -106,7 +108,7 @@ def test_observatory_eigenvalues_are_the_top_eigenvalues_of_the_loss_hessians(tm
     obs._collect_real(dm.sample(64, seed=0))
     m = obs.evaluate(trainer, module)
     real = obs._real_pool()[:32]
-    z = module.sampler.prior(32, module.z_dim, "cpu", torch.Generator().manual_seed(7))
+    z = module.sample_z(32, "cpu", torch.Generator().manual_seed(7))
     for name in ("g", "d"):
         params = objective_losses(module, real, z)[name][1]
         top = _dense_hessian_top(lambda name=name: objective_losses(module, real, z)[name][0], params, 3)
@@ -151,7 +153,7 @@ class _TinyDM:
 def _image_module():
     torch.manual_seed(0)
     return DistGANModule(MnistGenerator(z_dim=3, dim=4, bridge="crop"), MnistDiscriminator(dim=4),
-                         MnistEncoder(z_dim=3, dim=4), sampler=PriorSampler("uniform"), z_dim=3, schedule_steps=10)
+                         MnistEncoder(z_dim=3, dim=4), prior=PriorSampler("uniform"), z_dim=3, schedule_steps=10)
 
 
 class _Trainer:
@@ -209,9 +211,8 @@ class _Tiled(nn.Module):
 def test_observatory_class_coverage_and_is_of_known_digits(tmp_path):
     """A generator of correctly classified 0s, 1s and 2s in equal numbers covers exactly classes 0-2 (histogram
     100/100/100) with the IS of the classifier's p(y|x) on them (≤ 3); one repeated image covers 1 class, IS 1."""
-    dm = DigitsDataModule(img_size=28)
-    dm.setup()
-    images, labels = dm.data.images, dm.data.labels
+    data = DigitsDataModule(img_size=28).load()
+    images, labels = data.images, data.labels
     clf, _ = train_classifier(images, labels, 10, epochs=1, batch_size=32, lr=2e-3)
     path = tmp_path / "clf.pt"
     save_classifier(clf, path, {"dataset": "digits-28px-1ch"})

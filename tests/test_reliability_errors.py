@@ -14,23 +14,14 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from gancollapse.losses import NonSaturatingLoss
 from gancollapse.report import write_report
 from gancollapse.runio import RunLock
 
-from .conftest import REPO, compose_cfg
+from .conftest import REPO, compose_cfg, error_line, nan_loss
 from .reliability_helpers import TOY_QUIET, cli
 
 QUICK = ["callbacks.progress_bar=null", "evaluator=none", "max_g_steps=2"]
 NO_NETWORK = {k: "http://127.0.0.1:9" for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
-
-
-def _error_line(out: str) -> str:
-    lines = [line for line in out.splitlines() if line.strip()]
-    assert "Traceback" not in out, out[-3000:]
-    assert lines and lines[-1].startswith("error: ") and " — " in lines[-1], out[-3000:]
-    assert sum(line.startswith("error:") for line in lines) == 1, out[-3000:]
-    return lines[-1]
 
 
 def _bad_input(case: str, tmp: Path) -> tuple[list[str], str, dict]:
@@ -70,7 +61,7 @@ def test_known_failures_print_one_line_without_a_traceback(tmp_path, case, expec
     args, module, env = _bad_input(case, tmp_path)
     code, out = cli(args, tmp_path / "out.log", module=module, env=env)
     assert code != 0
-    assert expected in _error_line(out)
+    assert expected in error_line(out)
 
 
 def test_hydra_full_error_shows_the_traceback(tmp_path):
@@ -91,30 +82,10 @@ def test_the_installed_command_prints_the_one_line_form(tmp_path):
     assert "Traceback" not in res.stderr
 
 
-class NaNAfter(NonSaturatingLoss):
-    """Finite for the first 7 D steps, then NaN for both nets (a run that blew up)."""
-
-    calls = 0
-
-    def d_loss(self, real, fake):
-        NaNAfter.calls += 1
-        loss = super().d_loss(real, fake)
-        return loss * float("nan") if NaNAfter.calls > 7 else loss
-
-    def g_loss(self, fake):
-        loss = super().g_loss(fake)
-        return loss * float("nan") if NaNAfter.calls > 7 else loss
-
-
-class NaNEveryOther(NonSaturatingLoss):
-    """Every other D step is NaN: many skips, never two in a row."""
-
-    calls = 0
-
-    def d_loss(self, real, fake):
-        NaNEveryOther.calls += 1
-        loss = super().d_loss(real, fake)
-        return loss * float("nan") if NaNEveryOther.calls % 2 == 0 else loss
+# Finite for the first 7 D steps, then NaN for both nets (a run that blew up).
+NaNAfter = nan_loss(lambda n: n > 7, generator_too=True)
+# Every other D step is NaN: many skips, never two in a row.
+NaNEveryOther = nan_loss(lambda n: n % 2 == 0)
 
 
 def test_skips_that_are_not_consecutive_do_not_stop_the_run(tmp_path):
@@ -129,7 +100,7 @@ def test_a_diverged_run_stops_says_so_and_records_it(tmp_path):
     code, out = cli([*TOY_QUIET, "max_g_steps=500", "log_every_n_steps=5", "max_consecutive_skips=20",
                      f"loss._target_={__name__}.NaNAfter", f"hydra.run.dir={run_dir}"], tmp_path / "out.log")
     assert code == 3
-    error = _error_line(out)
+    error = error_line(out)
     assert "the run diverged: 23 consecutive optimizer steps of phase 'd'" in error
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "diverged"

@@ -17,6 +17,7 @@ import gancollapse
 from gancollapse.losses import NonSaturatingLoss
 from gancollapse.runio import CheckpointError, RunError, atomic_write
 
+from .conftest import error_line
 from .reliability_helpers import DIGITS, TOY_QUIET, Job, checkpoint, cli, wait_until
 
 BASE = [*TOY_QUIET, "ckpt_every_n_steps=14"]
@@ -52,18 +53,9 @@ def _copy(trained: Path, tmp_path: Path) -> Path:
     return run_dir
 
 
-def _error_line(out: str) -> str:
-    """The output must end in one ``error: <what> — <fix>`` line, with no traceback."""
-    lines = [line for line in out.splitlines() if line.strip()]
-    assert "Traceback" not in out, out[-3000:]
-    assert lines and lines[-1].startswith("error: ") and " — " in lines[-1], out[-3000:]
-    assert sum(line.startswith("error:") for line in lines) == 1
-    return lines[-1]
-
-
 def _files(run_dir: Path) -> dict[str, bytes | None]:
-    names = ["checkpoints/last.ckpt", "checkpoints/last-prev.ckpt", "summary.json", "config.yaml"]
-    return {n: (run_dir / n).read_bytes() if (run_dir / n).is_file() else None for n in names}
+    """Every file of the run (checkpoints, summary, config, .hydra/, train.log, metrics) with its bytes."""
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.parametrize("failure", ["corrupt last.ckpt", "net size changed", "dataset missing"])
@@ -85,11 +77,15 @@ def test_a_failed_restart_leaves_the_trained_run_intact(trained, tmp_path, failu
         bad = [*args, "model.generator.hidden=32", "resume=force"]  # fails while Lightning restores the weights
     else:
         bad = [*args, "dataset=mnist", f"dataset.root={tmp_path / 'nowhere'}", "resume=force"]
-    before = _files(run_dir)
+    def record() -> dict[str, bytes | None]:  # a failed attempt may add to the log and take the lock
+        return {n: b for n, b in _files(run_dir).items() if n not in ("train.log", ".lock")}
+
+    before = record()
     code, out = cli(bad, tmp_path / "failed.log")
     assert code != 0
-    assert _files(run_dir) == before  # no exception checkpoint, no summary or config of the failed attempt
-    error = _error_line(out)
+    # no exception checkpoint, no summary, config or .hydra/ record of the failed attempt
+    assert record() == before and any(n.startswith(".hydra/") for n in before)
+    error = error_line(out)
     if failure == "corrupt last.ckpt":
         assert str(last) in error and "last-prev.ckpt" in error and "resume=false" in error
         return
@@ -134,9 +130,12 @@ def test_a_second_run_on_a_directory_in_use_exits_at_once(trained, tmp_path):
     first = Job([*BASE, "max_g_steps=100000", f"hydra.run.dir={run_dir}"], tmp_path / "first.log")
     try:
         wait_until(lambda: last.stat().st_mtime_ns != before, job=first)  # training
+        record = {n: b for n, b in _files(run_dir).items() if n.startswith(".hydra") or n == "train.log"}
         code, out = cli([*BASE, "max_g_steps=100000", f"hydra.run.dir={run_dir}"], tmp_path / "second.log", timeout=60)
         assert code != 0
-        assert f"is in use by pid {first.pid}" in _error_line(out)
+        assert f"is in use by pid {first.pid}" in error_line(out)
+        # the refused process rewrote none of the run's record (Hydra's .hydra/ files, the log)
+        assert {n: b for n, b in _files(run_dir).items() if n in record} == record
     finally:
         first.send(signal.SIGTERM)
         assert first.wait() == 128 + signal.SIGTERM
@@ -148,9 +147,9 @@ def test_resuming_with_a_changed_config_is_refused_unless_forced(trained, tmp_pa
     args = [*BASE, "max_g_steps=30", f"hydra.run.dir={run_dir}"]
     code, out = cli([*args, "loss=hinge", "n_critic=2"], tmp_path / "refused.log")
     assert code == 2
-    error = _error_line(out)
+    error = error_line(out)
     assert "loss._target_" in error and "n_critic (1 → 2)" in error and "resume=force" in error
-    assert _files(run_dir) == before
+    assert _files(run_dir) == before and any(n.startswith(".hydra/") for n in before)  # .hydra/, train.log too
     # bookkeeping keys may change: the run length, the save interval, evaluation, logging
     code, out = cli([*args, "ckpt_every_n_steps=50", "log_every_n_steps=5"], tmp_path / "allowed.log")
     assert code == 0, out[-3000:]
@@ -168,7 +167,7 @@ def test_a_pickle_payload_in_a_checkpoint_is_refused_and_never_runs(trained, tmp
     torch.save(state, run_dir / "checkpoints" / "last.ckpt")
     torch.save(state, run_dir / "checkpoints" / "best.ckpt")
     code, out = cli([*BASE, "max_g_steps=30", f"hydra.run.dir={run_dir}"], tmp_path / "resume.log")
-    assert code != 0 and "pickled Python object (posix.system)" in _error_line(out)
+    assert code != 0 and "pickled Python object (posix.system)" in error_line(out)
     with pytest.raises(CheckpointError, match="posix.system"):
         gancollapse.load(run_dir)
     assert not marker.exists()
@@ -187,3 +186,91 @@ def test_loading_a_run_whose_config_names_other_code_needs_trust(trained, tmp_pa
     with pytest.raises(RunError, match="os.system"):
         gancollapse.load(run_dir)
     assert not (tmp_path / MARKER).exists()
+
+
+@pytest.mark.parametrize("size", [0, 100, 4096, 40_000])
+def test_a_truncated_checkpoint_is_a_checkpoint_error_wherever_it_is_loaded(trained, tmp_path, size):
+    """A checkpoint cut to a few KB (an interrupted copy) fails in torch's zip reader in several ways (a
+    RuntimeError, or an OSError: EINVAL at some sizes); the sample CLI, a resume and gancollapse.load all give
+    the one CheckpointError line that names the file."""
+    run_dir = _copy(trained, tmp_path)
+    for name in ("last.ckpt", "last-prev.ckpt"):
+        path = run_dir / "checkpoints" / name
+        path.write_bytes(path.read_bytes()[:size])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        gancollapse.load(run_dir, which="last")
+    if size != 4096:  # the command lines once, at one size: they print what load raises
+        return
+    last = run_dir / "checkpoints" / "last.ckpt"
+    code, out = cli([str(run_dir), "sampler=prior", "n=10", "which=last"], tmp_path / "sample.log",
+                    module="gancollapse.sample")
+    assert code != 0 and str(last) in error_line(out)
+    code, out = cli([*BASE, "max_g_steps=30", f"hydra.run.dir={run_dir}"], tmp_path / "resume.log")
+    assert code != 0 and str(last) in error_line(out) and "resume=false" in error_line(out)
+
+
+def _no_space_after(monkeypatch, saves: int) -> None:
+    """torch.save fails as torch's zip writer does on a full device after ``saves`` good checkpoint saves."""
+    import gancollapse.runio as runio
+
+    real, calls = runio.torch.save, []
+
+    def save(obj, f, *a, **k):  # noqa: ANN001, ANN002, ANN003
+        if isinstance(obj, dict) and "state_dict" in obj:
+            calls.append(1)
+            if len(calls) > saves:
+                f.write(b"PK\x03\x04 a few bytes")
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 73152 vs 73040")
+        return real(obj, f, *a, **k)
+
+    monkeypatch.setattr(runio.torch, "save", save)
+
+
+def test_disk_full_keeps_the_last_checkpoint_records_the_status_and_resumes(tmp_path, monkeypatch):
+    from gancollapse.runio import DiskFullError
+    from gancollapse.train import run
+
+    from .conftest import compose_cfg
+
+    run_dir = tmp_path / "run"
+    cfg = compose_cfg(["evaluator=none", "max_g_steps=40", "ckpt_every_n_steps=20"])
+    _no_space_after(monkeypatch, saves=2)  # saves at G steps 10 and 20 succeed; the one at 30 finds the disk full
+    with pytest.raises(DiskFullError, match=r"no space left on the device of .*checkpoints while saving last.ckpt; "
+                                            r"last.ckpt from G step 20 is kept") as caught:
+        run(cfg, run_dir)
+    assert str(caught.value.path.parent) in str(caught.value)
+    assert checkpoint(run_dir)["gancollapse"]["g_steps"] == 20
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed: no space"
+    assert not [p for p in run_dir.rglob(".*tmp-*")]
+    monkeypatch.undo()  # space freed: the same command resumes from G step 20
+    assert run(cfg, run_dir)["status"] == "finished"
+
+
+def test_a_refused_fresh_start_leaves_no_directory(tmp_path):
+    run_dir = tmp_path / "never"
+    code, out = cli([*BASE, "max_g_steps=3", "regularizer=r1", "+regularizer.r1.gama=5", f"hydra.run.dir={run_dir}"],
+                    tmp_path / "refused.log")
+    assert code != 0 and "regularizer.r1.gama: R1 has no such key (did you mean gamma?)" in error_line(out)
+    assert not run_dir.exists()
+
+
+def test_disk_full_on_a_real_small_filesystem_is_one_line(tmp_path):
+    """On a 600 KB tmpfs the third save of a tiny run does not fit (last, last-prev and the temporary)."""
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN)")
+    try:
+        run_dir = mnt / "run"
+        code, out = cli([*BASE, "ckpt_every_n_steps=20", "max_g_steps=100", f"hydra.run.dir={run_dir}"],
+                        tmp_path / "full.log", env={"HYDRA_FULL_ERROR": None})
+        assert code != 0
+        line = error_line(out)
+        assert f"no space left on the device of {run_dir / 'checkpoints'}" in line and "is kept" in line
+        assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed: no space"
+        kept = checkpoint(run_dir)["gancollapse"]["g_steps"]
+        assert f"G step {kept} is kept" in line
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)

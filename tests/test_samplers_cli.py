@@ -12,8 +12,9 @@ from omegaconf import OmegaConf
 
 import gancollapse
 from gancollapse.metrics.toy import mode_stats
+from gancollapse.paths import CONF_DIR
 from gancollapse.sample import image_metrics, main, parse_args
-from gancollapse.train import CONF_DIR, run
+from gancollapse.train import run
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,7 @@ def test_cli_on_an_image_run_reports_fid(tmp_path):  # noqa: ANN001
         cfg = compose(config_name="train", overrides=[
             "dataset=digits", "model=dcgan32", "logger=csv", "max_g_steps=3", "z_dim=8",
             "model.generator.base=4", "model.discriminator.base=4", "evaluator.n_samples=64",
-            "evaluator.n_real=128", "evaluator.kid=false", "evaluator.prdc=false",
+            "evaluator.n_real=128", "evaluator.metrics.kid=null", "evaluator.metrics.prdc=null",
             f"++evaluator.cache_dir={tmp_path / 'cache'}", "~callbacks.progress_bar"])
     run(cfg, tmp_path / "run")
     summary = main([str(tmp_path / "run"), "sampler=mhgan", "n=16", "n_calibration=64", "progress=false",
@@ -118,7 +119,7 @@ def test_run_handle_builds_samplers_as_the_cli_does(tmp_path):  # noqa: ANN001
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="train", overrides=[
             "dataset=ring", "max_g_steps=10", "dataset.n_samples=1000", "dataset.batch_size=100", "evaluator=none",
-            "sampler.distribution=uniform", "+sampler.low=-1.0", "+sampler.high=1.0",
+            "prior=uniform",
             "model.generator.hidden=16", "model.discriminator.hidden=16", "~callbacks.progress_bar"])
     run(cfg, tmp_path)
     handle = gancollapse.load(tmp_path)

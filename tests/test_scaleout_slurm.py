@@ -4,7 +4,6 @@ reading the layout from SLURM's environment, and a preempted job that requeues i
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from omegaconf import OmegaConf
 
 from gancollapse.paths import CONF_DIR
 
-from .conftest import REPO, compose_cfg
+from .conftest import REPO, compose_cfg, free_port
 from .test_scaleout_launchers import TINY_SWEEP
 
 # One task of job 42 on this machine, as srun would describe it to the process.
@@ -34,12 +33,6 @@ def _fake_tool(bin_dir, name, body):
     path = bin_dir / name
     path.write_text("#!/bin/sh\n" + body)
     path.chmod(0o755)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_slurm_launcher_writes_the_sbatch_script_from_our_keys(tmp_path, monkeypatch):
@@ -94,7 +87,7 @@ def test_preempted_slurm_job_requeues_itself_and_the_requeued_job_resumes(tmp_pa
     # MASTER_PORT: Lightning would derive it from the job id, and a port another test holds would stall DDP's set-up
     env = {**os.environ, **SLURM_ENV, "OMP_NUM_THREADS": "1", "SCONTROL_LOG": str(log),
            "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": str(_free_port())}
+           "MASTER_PORT": str(free_port())}
     tiny = [o for o in TINY_SWEEP if not o.startswith(("evaluator.", "max_g_steps="))]
     base = [sys.executable, "-m", "gancollapse.train", "trainer=slurm", "trainer.accelerator=cpu", *tiny,
             "+trainer.enable_progress_bar=false", "evaluator=none", "ckpt_every_n_steps=40", f"hydra.run.dir={run_dir}"]

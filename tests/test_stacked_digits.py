@@ -9,7 +9,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from gancollapse.benchmark import count_modes, ensure_digits_classifier, load_digits_classifier
-from gancollapse.data.images import to_float
+from gancollapse.data.convert import to_float
 from gancollapse.data.stacked import StackedDigitsDataModule
 from gancollapse.metrics.mode_count import stacked_modes
 

@@ -13,12 +13,12 @@ import torch
 from hydra.errors import MissingConfigException
 
 import gancollapse
-from gancollapse.build import build_datamodule, build_module
-from gancollapse.losses import NonSaturatingLoss
+from gancollapse.build import build_module
+from gancollapse.instantiate import build_datamodule
 from gancollapse.metrics.toy import mode_stats
 from gancollapse.train import run
 
-from .conftest import REPO, TINY, compose_cfg, run_cli
+from .conftest import REPO, TINY, compose_cfg, nan_loss, run_cli
 
 
 def test_short_training_improves_hq_over_untrained_generator(tmp_path):
@@ -91,13 +91,7 @@ def test_signal_saves_last_checkpoint_and_rerun_resumes(tmp_path, sig):
     assert final["status"] == "finished" and final["g_steps"] == done + 20
 
 
-class NaNEveryThird(NonSaturatingLoss):
-    calls = 0
-
-    def d_loss(self, real, fake):
-        NaNEveryThird.calls += 1
-        loss = super().d_loss(real, fake)
-        return loss * float("nan") if NaNEveryThird.calls % 3 == 0 else loss
+NaNEveryThird = nan_loss(lambda n: n % 3 == 0)
 
 
 def test_nonfinite_loss_steps_are_skipped_counted_and_logged(tmp_path):

@@ -14,9 +14,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from gancollapse.build import build_datamodule, build_module, find_checkpoint
+from gancollapse.build import build_module, find_checkpoint, sampler_config, with_run_prior
+from gancollapse.data import held_out_real
+from gancollapse.instantiate import build_datamodule
 from gancollapse.models.gan import GANModule
-from gancollapse.paths import CONF_DIR
 from gancollapse.runio import check_targets, load_checkpoint
 
 
@@ -60,10 +61,9 @@ class RunHandle:
         fitted (``fit``) as ``python -m gancollapse.sample`` fits it: D's calibrator on ``n_calibration``
         held-out real samples (:func:`held_out_real`) and as many generated ones."""
         if sampler is None:
-            return self.module.sampler
-        if isinstance(sampler, str):
-            sampler = OmegaConf.load(Path(CONF_DIR) / "sampler" / f"{sampler}.yaml")
-        built = instantiate(with_run_prior(OmegaConf.create(sampler), self.cfg))
+            return self.module.prior
+        node = sampler_config(sampler, self.cfg) if isinstance(sampler, str) else with_run_prior(OmegaConf.create(sampler), self.cfg)
+        built = instantiate(node)
         if fit and hasattr(built, "fit"):
             real = held_out_real(self.datamodule(), int(n_calibration), seed=20_000 + int(seed))
             with torch.enable_grad():  # callers may hold no_grad; the calibrator's fit is an optimisation
@@ -81,32 +81,6 @@ class RunHandle:
         z = self.sample_z(n, sampler, seed)
         with torch.no_grad():
             return self.module.generate(n, z=z, batch_size=batch_size)
-
-
-#: the keys of a sampler config that describe the prior
-PRIOR_KEYS = ("distribution", "low", "high")
-
-
-def with_run_prior(sampler_cfg: DictConfig, run_cfg: DictConfig) -> DictConfig:
-    """``sampler_cfg`` with the prior keys of the run's training sampler (a run trained on a uniform prior must be
-    sampled from it)."""
-    out = OmegaConf.create(OmegaConf.to_container(sampler_cfg))
-    run_prior = run_cfg.get("sampler") or {}
-    for key in PRIOR_KEYS:
-        if key in run_prior:
-            out[key] = run_prior[key]
-    return out
-
-
-def held_out_real(datamodule, n: int, seed: int) -> Tensor:  # noqa: ANN001
-    """Fresh real samples for calibration: toy data are redrawn from the mixture (independent of the
-    training set); image datamodules return a seeded subset of their data."""
-    if not hasattr(datamodule, "sample"):
-        raise ValueError(f"{type(datamodule).__name__} has no sample(n, seed); cannot draw held-out real data")
-    if hasattr(datamodule, "setup"):
-        datamodule.setup("fit")
-    out = datamodule.sample(n, seed=seed)
-    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 def load(path: str | Path, which: str = "best", map_location: str | torch.device = "cpu",

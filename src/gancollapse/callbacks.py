@@ -8,6 +8,7 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -16,7 +17,8 @@ import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
 from omegaconf import DictConfig, OmegaConf
 
-from gancollapse.runio import LAST, atomic_write_text, rng_state, set_rng_state
+from gancollapse.models.contract import Generative
+from gancollapse.runio import LAST, atomic_write_text, divergence_message, rng_state, set_rng_state
 
 
 class MaxGSteps(L.Callback):
@@ -122,9 +124,9 @@ class RunGuard(Checkpoint):
         self._saved_time = time.monotonic()
         self._pending_rng: dict[str, Any] | None = None
         self._previous_handlers: dict[int, Any] = {}
-        #: (path, text) written once training starts, i.e. after the checkpoint was restored (a resumed run's
-        #: config.yaml: a restore that fails must leave the saved one)
-        self.write_on_start: tuple[Path, str] | None = None
+        #: called once training starts, i.e. after the checkpoint was restored (a resumed run's config.yaml, the
+        #: run's .hydra/ record: a restart that fails must leave the saved ones), on the global-zero rank
+        self.on_start_hooks: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------------ signals
     def install_signal_handlers(self) -> None:
@@ -164,19 +166,18 @@ class RunGuard(Checkpoint):
     def _diverged(self, pl_module: L.LightningModule) -> str | None:
         if self.max_consecutive_skips is None:
             return None
-        streaks = getattr(pl_module, "consecutive_skips", {})
-        worst = max(streaks, key=streaks.get, default=None)
-        if worst is None or streaks[worst] < self.max_consecutive_skips:
-            return None
-        total = sum(getattr(pl_module, "nonfinite_skips", {}).values())
-        return (f"the run diverged: {streaks[worst]} consecutive optimizer steps of phase '{worst}' had a non-finite "
-                f"loss or gradient (at G step {getattr(pl_module, 'g_steps', '?')}; nonfinite_skips={total} in all)")
+        members = getattr(pl_module, "member_divergence", None)
+        if members is not None:  # an ensemble (models/ensemble.py): members stop one by one, the run when all have
+            return members(self.max_consecutive_skips)
+        return divergence_message(getattr(pl_module, "consecutive_skips", {}), getattr(pl_module, "nonfinite_skips", {}),
+                                  getattr(pl_module, "g_steps", "?"), self.max_consecutive_skips)
 
     # ------------------------------------------------------------------ hooks
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._own_signals()
-        if self.write_on_start is not None and trainer.is_global_zero:
-            atomic_write_text(*self.write_on_start)
+        if trainer.is_global_zero:
+            for hook in self.on_start_hooks:
+                hook()
         if self._pending_rng is not None:
             set_rng_state(self._pending_rng)
             self._pending_rng = None
@@ -236,7 +237,10 @@ class RunGuard(Checkpoint):
 
 class RunSummary:
     """Writes ``summary.json`` (atomically): one flat dict of the run's identity, status, step counts, wall
-    time, skipped non-finite steps and the latest evaluation metrics."""
+    time, skipped non-finite steps, the latest evaluation metrics with the leaderboard columns their metrics declared
+    (``metric_columns``: key → [label, format]), and ``applied``: what the step really used
+    (loss, regularizers with their weights, prior, optimizers, n_critic), read from the module's objects. The
+    row labels ``loss``, ``regularizers``, ``prior`` and ``n_critic`` come from ``applied``, not the config."""
 
     def __init__(self, run_dir: Path, cfg: DictConfig | None = None) -> None:
         self.run_dir = Path(run_dir)
@@ -255,22 +259,38 @@ class RunSummary:
                 "nonfinite_skips": sum(pl_module.nonfinite_skips.values()),
                 **{k: _clean(v) for k, v in pl_module.latest_eval.items()},
             })
+            columns = getattr(pl_module, "metric_columns", None)  # set by the evaluator (Evaluator.record)
+            if columns:
+                summary["metric_columns"] = {k: list(v) for k, v in columns.items()}
+            if isinstance(pl_module, Generative):
+                applied = pl_module.applied()
+                summary.update(applied_labels(applied))
+                summary["applied"] = applied
         summary.update(extra)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=False))
         return summary
 
 
+def applied_labels(applied: dict[str, Any]) -> dict[str, Any]:
+    """The leaderboard's label columns of a run, from its applied record."""
+    regs = applied.get("regularizers") or {}
+    return {"model_type": applied.get("model"), "loss": applied.get("loss"),
+            "regularizers": "+".join(regs) if regs else "none", "prior": applied.get("prior"),
+            "n_critic": applied.get("n_critic")}
+
+
 def describe_run(cfg: DictConfig) -> dict[str, Any]:
-    """The sweep-relevant identity of a run, from its config."""
+    """The identity of a run from its config: dataset, model choice, seed, and the loss and regularizers it asked
+    for. A finished run's summary replaces the labels by what it applied (:func:`applied_labels`); since every
+    choice a model would not apply is refused at start-up, the two agree for any run that started."""
     regs = list((cfg.get("regularizer") or {}).keys())
     choices = cfg.get("choices") or {}
+    loss = choices.get("loss") or str(OmegaConf.select(cfg, "loss._target_", default="?")).rsplit(".", 1)[-1]
     return {
         "dataset": choices.get("dataset") or OmegaConf.select(cfg, "dataset.name", default="?"),
         "model": choices.get("model", "?"),
-        "loss": choices.get("loss") or str(OmegaConf.select(cfg, "loss._target_", default="?")).rsplit(".", 1)[-1],
+        "loss": loss,
         "regularizers": "+".join(regs) if regs else "none",
-        "sampler": choices.get("sampler", "prior"),
         "seed": cfg.get("seed"),
-        "n_critic": cfg.get("n_critic"),
     }

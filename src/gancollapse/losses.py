@@ -25,6 +25,10 @@ class Objective:
     def g_loss(self, fake: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def describe(self) -> str:
+        """The objective as it runs, for the run's applied record: its name, with any non-default switch."""
+        return self.name
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -99,6 +103,9 @@ class LeastSquaresLoss(Objective):
     def g_loss(self, fake: Tensor) -> Tensor:
         sign = -1.0 if self.seed_compat else 1.0
         return sign * 0.5 * (fake - 1.0).pow(2).mean()
+
+    def describe(self) -> str:
+        return f"{self.name}[seed_compat]" if self.seed_compat else self.name
 
     def __repr__(self) -> str:
         return f"LeastSquaresLoss(seed_compat={self.seed_compat})"

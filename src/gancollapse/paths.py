@@ -1,6 +1,6 @@
 """Where the platform keeps things on disk: its config tree and its cache.
 
-A leaf module (no platform imports), so anything — the classifier, the metrics, the entry points — can ask
+A leaf module (its one platform import is the schema leaf, registered with Hydra for composition), so anything — the classifier, the metrics, the entry points — can ask
 for a path without importing the modules that use it.
 """
 
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import gancollapse.schema  # noqa: F401 — registers train.yaml's schema (train_schema) wherever CONF_DIR is composed
 
 # The Hydra config tree ships inside the package (``gancollapse/conf``; the checkout's top-level ``conf`` is a
 # link to it), so an installed wheel trains from any directory. A user's own tree joins it through Hydra's

@@ -22,6 +22,7 @@ import math
 import sys
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -37,6 +38,8 @@ from rich.progress import (
 )
 
 from gancollapse.callbacks import MaxGSteps
+from gancollapse.models.contract import Generative, Progressive
+from gancollapse.runio import LAST
 
 MODES = ("auto", "rich", "plain")
 
@@ -150,7 +153,7 @@ class RunProgress(ProgressBar):
 
     def _estimate_total(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch_start: bool = False) -> int | None:
         max_g = self._max_g_steps(trainer)
-        if max_g is not None or not hasattr(pl_module, "g_steps"):
+        if max_g is not None or not isinstance(pl_module, Generative):
             self._unit = "G step"
             return max_g
         self._unit = "batch"
@@ -169,7 +172,7 @@ class RunProgress(ProgressBar):
         parts = []
         if self._unit == "batch":
             parts.append(f"epoch {min(trainer.current_epoch + 1, trainer.max_epochs)}/{trainer.max_epochs}")
-            if hasattr(pl_module, "lod"):
+            if isinstance(pl_module, Progressive):
                 parts.append(f"lod {int(pl_module.lod)}")
         for k, v in trainer.progress_bar_metrics.items():
             if isinstance(v, int | float) and not isinstance(v, bool):
@@ -270,3 +273,44 @@ class RunProgress(ProgressBar):
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+# ---------------------------------------------------------------------------- the closing printout
+#: the metrics a run's closing printout shows first (image and mode-counted runs), then the namespaced ones
+HEADLINE_METRICS = ("fid", "kid", "modes", "kl_uniform", "is", "precision", "recall", "density", "coverage")
+
+
+#: namespaced metrics that are bookkeeping, not results
+_BOOKKEEPING = ("/seconds", "/g_step", "_step", "/lod")
+
+
+def is_headline_metric(key: str, value: Any) -> bool:
+    """A result worth the closing printout: a headline image metric (FID, KID, modes, KL, ...; any suffixed
+    per-sampler variant) or a namespaced metric (toy/modes, recon/psnr, best/fid), not a timing or step."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    base = key.split("@", 1)[0]
+    if base in HEADLINE_METRICS or base.rsplit("_", 1)[0] in HEADLINE_METRICS:
+        return True
+    return "/" in key and not key.endswith(_BOOKKEEPING)
+
+
+def closing_lines(run_dir: Path, summary: dict[str, Any]) -> list[str]:
+    """What a finished (or stopped) run prints: where its outputs are and its headline numbers."""
+    status = summary.get("status", "finished")
+    lines = [f"Run directory: {run_dir}", f"  {'summary:':<12} {run_dir / 'summary.json'}",
+             f"  {'metrics:':<12} {run_dir / 'metrics.csv'}"]
+    ckpts = [name for name in (LAST, "best.ckpt") if (run_dir / "checkpoints" / name).is_file()]
+    if ckpts:
+        lines.append(f"  {'checkpoints:':<12} {run_dir / 'checkpoints'} ({', '.join(ckpts)})")
+    if (run_dir / "plots").is_dir():
+        lines.append(f"  {'plots:':<12} {run_dir / 'plots'} (training.gif, final.png)")
+    if (run_dir / "samples").is_dir():
+        lines.append(f"  {'samples:':<12} {run_dir / 'samples'}")
+    lines.append(f"  {'report:':<12} python -m gancollapse.report {run_dir}")
+    shown = {k: v for k, v in summary.items() if is_headline_metric(k, v)}
+    if shown:
+        lines.append("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
+    lines.append(f"  {status}: g_steps={summary.get('g_steps')}, nonfinite_skips={summary.get('nonfinite_skips')}")
+    return lines
+

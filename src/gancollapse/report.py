@@ -6,6 +6,14 @@ run dir compares samplers on that run) and writes ``leaderboard.md``, ``leaderbo
 ``scatter_grid.png`` (each run's final scatter or sample grid) into the sweep directory. Runs that stopped without
 a summary.json are listed too, with their status: ``killed`` (a checkpoint to resume from), ``failed`` (none),
 ``running (pid N)`` (the run's lock is held).
+
+The columns are :data:`COLUMNS` (the run's identity, the long-standing metrics, steps, time, status) and every
+metric column a run's evaluator declared (``summary.json``'s ``metric_columns``: a metric added to
+``evaluator.metrics`` shows up without a change here). Runs that differ only in seed are one row: mean ± std over
+n seeds and, for the metric columns (:data:`STAT_KEYS` and the declared ones) of rows with n ≥ 3, a 95%
+percentile-bootstrap interval of the mean; with
+``--baseline <row>`` each row is also compared with that row by Welch's t-test (Holm-adjusted across the rows
+by default, ``--correction none`` for raw p), ``*`` marking p < 0.05 (``--alpha``).
 """
 
 from __future__ import annotations
@@ -21,10 +29,21 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from gancollapse.aggregate import aggregate_seeds, run_overrides, run_signature, seed_spread
+from gancollapse.aggregate import (
+    CI_METHODS,
+    CORRECTIONS,
+    ENSEMBLE_FILE,
+    MIN_N,
+    aggregate_seeds,
+    confidence_columns,
+    run_overrides,
+    run_signature,
+    seed_spread,
+    seed_values,
+)
 from gancollapse.callbacks import describe_run
 from gancollapse.plots import image_grid
-from gancollapse.runio import LAST, LOCK_NAME, lock_holder
+from gancollapse.runio import LAST, LOCK_NAME, MissingError, lock_holder, one_line_errors
 
 # Columns shown when present, with how to format them; order is the leaderboard's.
 COLUMNS: list[tuple[str, str, str]] = [
@@ -51,17 +70,48 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("wall_seconds", "wall s", "{:.1f}"),
     ("status", "status", "{}"),
 ]
+#: the metric columns that get an interval and a test (when a row has ≥ 3 runs); the rest show mean ± std
+STAT_KEYS: tuple[str, ...] = ("toy/modes", "toy/hq_fraction", "toy/reverse_kl", "modes", "kl_uniform", "fid",
+                              "best/fid", "kid", "is")
+#: summary.json's record of the leaderboard columns its evaluator's metrics declared (key -> [label, format];
+#: :mod:`gancollapse.metrics.metric_set`): shown after the columns above that are metrics, with intervals and tests
+DECLARED = "metric_columns"
+
+
+def declared_columns(rows: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+    """The columns the runs' metrics declared (:data:`DECLARED`, first declaration of a key wins), taken out of
+    the rows (they are not values to average)."""
+    out: dict[str, tuple[str, str]] = {}
+    for r in rows:
+        declared = r.pop(DECLARED, None)
+        if isinstance(declared, dict):
+            for key, spec in declared.items():
+                if isinstance(spec, (list, tuple)) and len(spec) == 2:
+                    out.setdefault(str(key), (str(spec[0]), str(spec[1])))
+    return out
+
+
+def report_columns(declared: dict[str, tuple[str, str]]) -> tuple[list[tuple[str, str, str]], tuple[str, ...]]:
+    """(the leaderboard's columns, its metric keys): :data:`COLUMNS` with each declared key it lacks inserted
+    after the built-in metric columns (before ``g_steps``), and :data:`STAT_KEYS` plus those keys."""
+    known = {k for k, _, _ in COLUMNS}
+    extra = [(k, label, fmt) for k, (label, fmt) in declared.items() if k not in known]
+    at = next(i for i, (k, _, _) in enumerate(COLUMNS) if k == "g_steps")
+    return COLUMNS[:at] + extra + COLUMNS[at:], STAT_KEYS + tuple(k for k, _, _ in extra if k not in STAT_KEYS)
+#: bootstrap resamples per interval, and the seed of their generator (the report is reproducible)
+N_RESAMPLES, BOOTSTRAP_SEED = 9999, 0
 PICTURES = ("plots/final.png", "samples/final.png", "scatter.png", "samples.png")
 
 
 def find_runs(root: Path) -> list[Path]:
     """Directories below ``root`` (``root`` included) that hold a summary.json, and run directories without
     one (killed, failed or still running: :func:`is_run_dir`); hidden dirs (submitit's ``.submitit/``,
-    ``.hydra/``) are skipped."""
+    ``.hydra/``) are skipped, and so is an ensemble's own directory (its member runs below it are found)."""
     root = Path(root)
     found = {p.parent for p in root.rglob("summary.json")}
     found |= {p.parent.parent if p.parent.name == ".hydra" else p.parent for p in root.rglob("config.yaml")}
     return sorted((d for d in found if not any(part.startswith(".") for part in d.relative_to(root).parts)
+                   and not (d / ENSEMBLE_FILE).is_file()
                    and ((d / "summary.json").is_file() or is_run_dir(d))), key=_natural_key)
 
 
@@ -186,34 +236,185 @@ def sort_description(rows: list[dict[str, Any]]) -> str:
     return "sorted by " + ", then ".join(keys) if keys else "no metric to sort by: in run order"
 
 
-def leaderboard_markdown(rows: list[dict[str, Any]]) -> str:
-    cols = [(k, h, f) for k, h, f in COLUMNS if any(k in r for r in rows)]
-    lines = ["| " + " | ".join(h for _, h, _ in cols) + " |", "|" + "---|" * len(cols)]
+# ---------------------------------------------------------------------------- the baseline row
+def is_sampling_row(row: dict[str, Any]) -> bool:
+    """A row of sampler sub-runs (``python -m gancollapse.sample``): scored on its own sample count, so it is
+    compared only with a sampling baseline (and a training row only with a training baseline)."""
+    return row.get("sample_seed") not in (None, "")
+
+
+def row_label(row: dict[str, Any]) -> str:
+    """How the report names a row: its distinguishing overrides (else its first run dir), plus
+    ``sampler=<name>`` for a sampling row."""
+    label = str(row.get("overrides") or row.get("run"))
+    return label + (f" sampler={row.get('sampler')}" if is_sampling_row(row) else "")
+
+
+def _row_words(row: dict[str, Any]) -> list[str]:
+    runs = str(row.get("runs") or row.get("run") or "").split(",")
+    return [*str(row.get("overrides") or "").split(), *runs] + (
+        [f"sampler={row.get('sampler')}"] if is_sampling_row(row) else [])
+
+
+def _word_matches(word: str, token: str) -> bool:
+    value = token.split("=", 1)[1] if "=" in token else None
+    return word == token or (value is not None and word in (value, value.rsplit("/", 1)[-1]))
+
+
+def find_baseline(rows: list[dict[str, Any]], name: str) -> int:
+    """The index of the row ``--baseline <name>`` names. A row is named by (first) its whole label
+    (:func:`row_label`, as in the ``overrides`` column) or one of its run dirs (``ns_s0``,
+    ``ns_s0/samples_prior``); else by words that each match one of its overrides, either whole
+    (``loss=hinge``), by value (``hinge``) or by the value's last path part (``ns`` for
+    ``experiment=benchmark/ns``), or its sampler (``ns prior``). When such words fit a training row and the
+    sampling rows drawn from its checkpoints, the training row is meant.
+
+    Raises:
+        ValueError: no row, or more than one, fits ``name`` (the message lists the rows' labels).
+    """
+    words = name.split()
+    exact = [i for i, r in enumerate(rows)
+             if name == row_label(r) or name in str(r.get("runs") or r.get("run")).split(",")]
+    fits = exact or [i for i, r in enumerate(rows)
+                     if words and all(any(_word_matches(w, t) for t in _row_words(r)) for w in words)]
+    if len(fits) > 1:
+        training = [i for i in fits if not is_sampling_row(rows[i])]
+        fits = training if len(training) == 1 else fits
+    if len(fits) == 1:
+        return fits[0]
+    labels = [row_label(rows[i]) for i in (fits or range(len(rows)))]
+    raise ValueError(f"--baseline={name!r}: {'fits several rows' if fits else 'fits no row'} of the leaderboard; "
+                     f"name one row by its label or a run dir, e.g. one of {labels}")
+
+
+# ---------------------------------------------------------------------------- the table
+def _fmt_p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def ci_cell(row: dict[str, Any], key: str, fmt: str) -> str:
+    """The interval column's cell: ``[lo, hi]`` in the value's format, ``n<3: no interval`` for a row with
+    fewer runs (that have a value), ``–`` when there is no value (or an infinite one)."""
+    if f"{key}/lo" in row:
+        return f"[{_fmt(row[f'{key}/lo'], fmt)}, {_fmt(row[f'{key}/hi'], fmt)}]"
+    if not _present(row, key):
+        return "–"
+    return f"n<{MIN_N}: no interval" if len(seed_values(row, key)) < MIN_N else "–"
+
+
+def p_cell(row: dict[str, Any], key: str, base: dict[str, Any] | None) -> str:
+    """The test column's cell: the (Holm-adjusted, when computed) p of Welch's test against the baseline, with
+    `` *`` when significant; else why there is none."""
+    if row.get("baseline"):
+        return "baseline"
+    if f"{key}/p" in row:
+        p = row.get(f"{key}/p_holm", row[f"{key}/p"])
+        if math.isnan(p):
+            return "no spread: no test"
+        return _fmt_p(p) + (" *" if row.get(f"{key}/significant") else "")
+    if not _present(row, key):
+        return "–"
+    if len(seed_values(row, key)) < MIN_N:
+        return f"n<{MIN_N}: no test"
+    if base is not None and len(seed_values(base, key)) < MIN_N:
+        return f"baseline n<{MIN_N}: no test"
+    return "not compared"
+
+
+def leaderboard_markdown(rows: list[dict[str, Any]], stats: bool = False, baseline: int | None = None,
+                         correction: str = "holm", alpha: float = 0.05,
+                         columns: list[tuple[str, str, str]] | None = None,
+                         stat_keys: tuple[str, ...] | None = None) -> str:
+    """The leaderboard table of ``columns`` (default :data:`COLUMNS`). With ``stats``, each metric of
+    ``stat_keys`` (default :data:`STAT_KEYS`) is followed by its interval column (``<label> 95% CI``) and, with a
+    ``baseline`` row, its test column (``<label> p (Holm)`` / ``<label> p``)."""
+    base = rows[baseline] if baseline is not None else None
+    level = f"{100 * (1 - alpha):g}% CI"
+    columns, stat_keys = columns or COLUMNS, STAT_KEYS if stat_keys is None else stat_keys
+    cols: list[tuple[str, Any]] = []
+    for k, h, f in columns:
+        if not any(k in r for r in rows):
+            continue
+        cols.append((h, lambda r, k=k, f=f: _fmt(r.get(k), f) + seed_spread(r, k, f)))
+        if stats and k in stat_keys:
+            cols.append((f"{h} {level}", lambda r, k=k, f=f: ci_cell(r, k, f)))
+            if base is not None:
+                cols.append((f"{h} p" + (" (Holm)" if correction == "holm" else ""),
+                             lambda r, k=k: p_cell(r, k, base)))
+    lines = ["| " + " | ".join(h for h, _ in cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(k), f) + seed_spread(r, k, f) for k, _, f in cols) + " |")
+        lines.append("| " + " | ".join(cell(r) for _, cell in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
-def write_report(root: Path | str, out: Path | str | None = None) -> Path:
-    """Write leaderboard.md/.csv and scatter_grid.png for every run below ``root``; returns the .md path."""
+def statistics_description(rows: list[dict[str, Any]], baseline: int | None, families: dict[str, int],
+                           alpha: float, correction: str, method: str) -> str:
+    """The leaderboard's paragraph on its statistics: n, the interval method, the test, alpha, the baseline."""
+    ns = sorted({int(r.get("n", 1)) for r in rows})
+    n_text = str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
+    interval = ("percentile bootstrap" if method == "percentile" else "BCa bootstrap")
+    out = (f"Statistics: n = {n_text} runs per row. Each metric: mean ± sample std over the row's runs; "
+           f"{100 * (1 - alpha):g}% CI = {interval} interval of the mean (scipy.stats.bootstrap, {N_RESAMPLES} "
+           f"resamples, generator seed {BOOTSTRAP_SEED}), only for rows with n ≥ {MIN_N}. From few seeds such an "
+           f"interval is too narrow: a 95% one covers the true mean of normal data about 75% of the time at "
+           f"n = 3 and 83% at n = 5 (scripts/bootstrap_coverage.py); judge differences by the test, not by "
+           f"overlapping intervals.")
+    if baseline is None:
+        return out + " No test: pass --baseline <row> to compare the rows with one of them."
+    base = rows[baseline]
+    tested = max(families.values(), default=0)
+    adjust = (f"p adjusted by Holm's method across the rows tested on each metric (up to {tested})"
+              if correction == "holm" else "raw p, no multiple-comparison correction")
+    kind = "sampling" if is_sampling_row(base) else "training"
+    return out + (f" Test: Welch's two-sample t-test (unequal variances, two-sided) of each row with n ≥ {MIN_N} "
+                  f"against the baseline `{row_label(base)}` (n = {base.get('n', 1)}), {kind} rows only; {adjust}; "
+                  f"`*`: p < {alpha:g}.")
+
+
+def write_report(root: Path | str, out: Path | str | None = None, baseline: str | None = None,
+                 alpha: float = 0.05, correction: str = "holm", ci_method: str = "percentile") -> Path:
+    """Write leaderboard.md/.csv and scatter_grid.png for every run below ``root``; returns the .md path.
+
+    Rows with n ≥ 3 runs get (1 − ``alpha``) bootstrap intervals (``ci_method``) of their metrics' means; with
+    a ``baseline`` (a row name, :func:`find_baseline`) the rows are tested against it (Welch, ``correction``).
+    A bad option or a baseline that names no row (or several) raises before any file is written."""
+    if correction not in CORRECTIONS:
+        raise ValueError(f"--correction={correction}: unknown; use one of {list(CORRECTIONS)}")
+    if ci_method not in CI_METHODS:
+        raise ValueError(f"--ci-method={ci_method}: unknown; use one of {list(CI_METHODS)}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"--alpha={alpha}: must lie in (0, 1); 0.05 gives 95% intervals and p < 0.05")
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a directory; pass a multirun directory, e.g. multirun/2026-11-23/12-00-00")
+        raise MissingError(f"{root} is not a directory", "pass a multirun directory, e.g. multirun/2026-11-23/12-00-00")
     runs = find_runs(root)
     if not runs:
-        raise FileNotFoundError(f"no runs below {root} (no summary.json or run directory): this is not a sweep dir")
+        raise MissingError(f"no runs below {root} (no summary.json or run directory): this is not a sweep dir",
+                           "pass the directory a sweep (-m) or a run wrote, e.g. multirun/<date>/<time>")
+    loaded = [load_row(r, root) for r in runs]
+    columns, stat_keys = report_columns(declared_columns(loaded))  # built-in columns + the metrics' own
+    # One row per configuration: runs that differ only in seed are averaged (mean ± std, n).
+    rows = sort_rows(aggregate_seeds(loaded, [run_signature(r) for r in runs],
+                                     [run_overrides(r) for r in runs], values_of=stat_keys))
+    base = find_baseline(rows, baseline) if baseline else None
+    stats = any(int(r.get("n", 1)) > 1 for r in rows)  # no repeated seeds: nothing to put an interval on
+    families: dict[str, int] = {}
+    if stats:
+        families = confidence_columns(
+            rows, stat_keys, base, alpha, correction, ci_method, N_RESAMPLES, BOOTSTRAP_SEED,
+            compared=[base is not None and is_sampling_row(r) == is_sampling_row(rows[base]) for r in rows])
     out = Path(out) if out else root
     out.mkdir(parents=True, exist_ok=True)
-    # One row per configuration: runs that differ only in seed are averaged (mean ± std, n).
-    rows = sort_rows(aggregate_seeds([load_row(r, root) for r in runs], [run_signature(r) for r in runs],
-                                     [run_overrides(r) for r in runs]))
     md = out / "leaderboard.md"
-    md.write_text(f"# Leaderboard: {root}\n\n{len(runs)} runs in {len(rows)} configurations (mean ± std over seeds, n runs each), best first: {sort_description(rows)}.\n\n" + leaderboard_markdown(rows))
+    about = (statistics_description(rows, base, families, alpha, correction, ci_method) if stats else
+             "One run per configuration: no intervals or tests (repeat seeds, e.g. seed=0,1,2, to get them).")
+    md.write_text(f"# Leaderboard: {root}\n\n{len(runs)} runs in {len(rows)} configurations (mean ± std over seeds, n runs each), best first: {sort_description(rows)}.\n\n{about}\n\n" + leaderboard_markdown(rows, stats, base, correction, alpha, columns, stat_keys))
     keys = list(dict.fromkeys(k for r in rows for k in r))
     with open(out / "leaderboard.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
-        writer.writerows(rows)
+        # per-run values (``<metric>/values``, in ``runs`` order) as JSON lists: the data the tests used
+        writer.writerows({k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()} for r in rows)
     pictures, titles = [], []
     for r in rows:
         run_dir = root / r["run"]
@@ -234,8 +435,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m gancollapse.report", description=__doc__.splitlines()[0])
     parser.add_argument("sweep", type=Path, help="multirun directory (or any directory holding run dirs)")
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: the sweep dir)")
+    parser.add_argument("--baseline", default=None,
+                        help="row to test the others against (Welch's t-test): its overrides label (as in the "
+                             "overrides column), one override (loss=hinge), its value (hinge, or ns for "
+                             "experiment=benchmark/ns), or a run dir; default: intervals only, no tests")
+    parser.add_argument("--correction", choices=CORRECTIONS, default="holm",
+                        help="multiple-comparison correction across the rows tested on each metric (default holm)")
+    parser.add_argument("--alpha", type=float, default=0.05,
+                        help="significance level; intervals are at 1 - alpha (default 0.05: 95%%)")
+    parser.add_argument("--ci-method", choices=CI_METHODS, default="percentile",
+                        help="bootstrap interval of the mean (default percentile; see docs/SCALING.md)")
     args = parser.parse_args(argv)
-    md = write_report(args.sweep, args.out)
+    with one_line_errors():
+        md = write_report(args.sweep, args.out, args.baseline, args.alpha, args.correction, args.ci_method)
     print(md.read_text())
     print(f"Wrote {md}, {md.with_suffix('.csv')} and {md.parent / 'scatter_grid.png'}")
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
 import io
 import os
@@ -58,8 +59,36 @@ class RunError(Exception):
         self.what, self.fix, self.code = what, fix, int(code)
 
 
+class MissingError(RunError, FileNotFoundError):
+    """A path the command needs is not there (a RunError, and a FileNotFoundError for callers that catch it)."""
+
+
 class CheckpointError(RunError):
     """A checkpoint that cannot be loaded: corrupt, truncated, or holding pickled objects."""
+
+
+class DiskFullError(RunError):
+    """A checkpoint save that ran out of space: the file it would have replaced is kept (atomic saves)."""
+
+    def __init__(self, path: Path, kept_g_step: int | None, err: BaseException) -> None:
+        kept = (f"{path.name} from G step {kept_g_step} is kept" if kept_g_step is not None else
+                f"the previous {path.name} (if any) is kept")
+        super().__init__(f"no space left on the device of {path.parent} while saving {path.name}; {kept} "
+                         f"({' '.join(str(err).split())[:80]})",
+                         "free space there (or choose another hydra.run.dir) and rerun the same command to resume")
+        self.path, self.kept_g_step = path, kept_g_step
+
+
+#: what torch's zip writer and the OS say when a write runs out of space (torch: a short write is
+#: "unexpected pos"; the OS: ENOSPC, or EDQUOT over a quota)
+_NO_SPACE = ("unexpected pos", "No space left", "Disk quota exceeded", "failed writing")
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether a failed write ran out of space (see :data:`_NO_SPACE`)."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(err, (OSError, RuntimeError)) and any(m in str(err) for m in _NO_SPACE)
 
 
 # ---------------------------------------------------------------------------- atomic files
@@ -177,7 +206,10 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
                 "load only checkpoints written by gancollapse (tensors and plain values), or start over with "
                 "resume=false") from err
         raise _corrupt(path, err) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, IndexError) as err:
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, IndexError, OSError) as err:
+        # a truncated zip makes torch's reader fail in several ways, OSError (EINVAL) among them
         raise _corrupt(path, err) from err
     if not isinstance(state, dict) or "state_dict" not in state:
         raise _corrupt(path, "no state_dict in it")
@@ -192,14 +224,28 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def __init__(self) -> None:
         super().__init__()
         self._preloaded: dict[str, dict[str, Any]] = {}
+        #: the G step each checkpoint path holds, as this process saved or loaded it (a failed save names it)
+        self.g_steps: dict[str, int] = {}
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        """Atomic save; out of space, a :class:`DiskFullError` says where and which checkpoint is kept."""
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} does not take storage_options")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         previous = path.with_name(PREV) if path.name == LAST else None
-        atomic_write(path, lambda f: torch.save(checkpoint, f), keep_previous=previous)
+        try:
+            atomic_write(path, lambda f: torch.save(checkpoint, f), keep_previous=previous)
+        except (OSError, RuntimeError) as err:
+            if is_disk_full(err):
+                raise DiskFullError(path, self.g_steps.get(str(path)), err) from err
+            raise
+        self._remember(path, checkpoint)
+
+    def _remember(self, path: Path, checkpoint: dict[str, Any]) -> None:
+        step = checkpoint.get("gancollapse", {}).get("steps", {}).get("g")
+        if step is not None:
+            self.g_steps[str(path)] = int(step)
 
     def load_checkpoint(self, path: Any, map_location: Any = "cpu", weights_only: bool | None = None) -> dict[str, Any]:
         cached = self._preloaded.pop(str(Path(path)), None)
@@ -213,6 +259,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         """Load (and so validate) ``path`` now; the next :meth:`load_checkpoint` of it returns this dict."""
         state = load_checkpoint(path)
         self._preloaded[str(Path(path))] = state
+        self._remember(Path(path), state)
         return state
 
 
@@ -390,3 +437,14 @@ def one_line_errors(known: tuple[type[BaseException], ...] = (RunError, ValueErr
             raise
         print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
         sys.exit(getattr(err, "code", 1) if isinstance(err, RunError) else 1)
+
+
+# ---------------------------------------------------------------------------- run status
+def divergence_message(streaks: dict[str, int], skips: dict[str, int], g_steps: Any, limit: int) -> str | None:
+    """Why a run stops as diverged when some phase skipped ``limit`` or more optimizer steps in a row (their
+    loss or gradient was non-finite); None while none has. ``streaks``/``skips``: per phase, in a row / in all."""
+    worst = max(streaks, key=streaks.get, default=None)
+    if worst is None or streaks[worst] < limit:
+        return None
+    return (f"the run diverged: {streaks[worst]} consecutive optimizer steps of phase '{worst}' had a non-finite "
+            f"loss or gradient (at G step {g_steps}; nonfinite_skips={sum(skips.values())} in all)")

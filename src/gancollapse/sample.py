@@ -34,13 +34,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gancollapse.api import RunHandle, held_out_real, load, with_run_prior
-from gancollapse.paths import CONF_DIR as PATHS_CONF_DIR
+from gancollapse.api import RunHandle, load
+from gancollapse.build import sampler_config
+from gancollapse.data import held_out_real
 from gancollapse.progress import format_duration
 from gancollapse.runio import RunError, one_line_errors
 from gancollapse.samplers.refined import RefinedSampler
 
-CONF_DIR = Path(PATHS_CONF_DIR)
 DEFAULTS: dict[str, Any] = {"sampler": "prior", "n": 10_000, "seed": 0, "device": "auto", "which": "best",
                             "n_calibration": 5000, "tag": None, "out": None, "progress": True}
 
@@ -56,7 +56,7 @@ def parse_args(argv: list[str]) -> tuple[Path, DictConfig, DictConfig]:
     top, sampler_pairs = [], []
     for a in argv[1:]:
         if "=" not in a:
-            raise ValueError(f"argument {a!r} is not key=value (e.g. sampler=wlgan n=10000)")
+            raise RunError(f"argument {a!r} is not key=value", "write options as key=value, e.g. sampler=wlgan n=10000")
         key, value = a.split("=", 1)
         if key.startswith("sampler."):
             sampler_pairs.append(f"{key[len('sampler.'):]}={value}")
@@ -65,28 +65,25 @@ def parse_args(argv: list[str]) -> tuple[Path, DictConfig, DictConfig]:
     opts = OmegaConf.merge(OmegaConf.create(DEFAULTS), OmegaConf.from_dotlist(top))
     unknown = set(opts.keys()) - set(DEFAULTS)
     if unknown:
-        raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: {sorted(DEFAULTS)} and sampler.<key>=<value>")
-    if int(opts.n) < 1:
-        raise ValueError(f"n must be >= 1, got {opts.n}")
-    if int(opts.n_calibration) < 4:
-        raise ValueError(f"n_calibration must be >= 4, got {opts.n_calibration}")
+        raise RunError(f"unknown option(s) {sorted(unknown)}",
+                       f"valid: {', '.join(sorted(DEFAULTS))}, and sampler.<key>=<value>")
+    for key, low in (("n", 1), ("n_calibration", 4), ("seed", None)):
+        value = opts[key]
+        if isinstance(value, bool) or not str(value).lstrip("-").isdigit():
+            raise RunError(f"{key}={value}: not a whole number", f"give {key} an integer, e.g. {key}={DEFAULTS[key]}")
+        if low is not None and int(value) < low:
+            raise RunError(f"{key}={value}: {key} must be >= {low}", f"e.g. {key}={DEFAULTS[key]}")
     return Path(argv[0]), opts, OmegaConf.from_dotlist(sampler_pairs)
-
-
-def sampler_config(name: str, run_cfg: DictConfig, overrides: DictConfig) -> DictConfig:
-    """conf/sampler/<name>.yaml (or a yaml path), with the run's prior and the user's overrides."""
-    path = Path(name) if str(name).endswith((".yaml", ".yml")) else CONF_DIR / "sampler" / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in (CONF_DIR / "sampler").glob("*.yaml"))
-        raise ValueError(f"sampler={name!r}: no config {path}; choose one of {known} or give a .yaml path")
-    return OmegaConf.merge(with_run_prior(OmegaConf.load(path), run_cfg), overrides)
 
 
 def evaluator_config(cfg: DictConfig) -> DictConfig | None:
     """The run's evaluator node: the ``evaluator`` group, or ``dataset.evaluator`` in runs saved before that
-    group existed; None when the run had none (``evaluator=none`` composes to an empty node)."""
+    group existed (image evaluators saved before ``evaluator.metrics``: with their metrics as that mapping); None
+    when the run had none (``evaluator=none`` composes to an empty node)."""
+    from gancollapse.metrics.image_callback import upgrade_saved_evaluator
+
     node = cfg.get("evaluator") or cfg.dataset.get("evaluator")
-    return node or None
+    return upgrade_saved_evaluator(node, cfg.dataset.get("name")) if node else None
 
 
 def evaluate(handle: RunHandle, datamodule, x: torch.Tensor, z: torch.Tensor) -> dict[str, float]:  # noqa: ANN001
@@ -96,7 +93,7 @@ def evaluate(handle: RunHandle, datamodule, x: torch.Tensor, z: torch.Tensor) ->
         from gancollapse.metrics.toy import mode_stats
 
         return mode_stats(x.cpu(), datamodule.centers, datamodule.std, float(evaluator.get("threshold", 3.0)),
-                          float(evaluator.get("min_fraction", 0.008))).as_dict()
+                          float(evaluator.get("min_fraction", 0.008)), int(evaluator.get("min_count", 1))).as_dict()
     try:
         from gancollapse.metrics import fid as fid_module  # noqa: F401
     except ImportError:
@@ -161,7 +158,7 @@ def sample_run(run_dir: Path | str, opts: DictConfig | dict, sampler_over: DictC
         raise RunError(f"{run_dir} has no checkpoint to sample (checkpoints/{'best.ckpt or ' if opts.which == 'best' else ''}"
                        "last.ckpt)", f"train it first: python -m gancollapse.train hydra.run.dir={run_dir}")
     name = str(opts.sampler)
-    s_cfg = sampler_config(name, handle.cfg, OmegaConf.create(sampler_over or {}))
+    s_cfg = sampler_config(name, handle.cfg, sampler_over)
     sampler = instantiate(s_cfg)
     label = Path(name).stem
     out = Path(opts.out) if opts.out else run_dir / (f"samples_{label}" + (f"_{opts.tag}" if opts.tag else ""))
@@ -190,10 +187,11 @@ def sample_run(run_dir: Path | str, opts: DictConfig | dict, sampler_over: DictC
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     metrics = evaluate(handle, datamodule, x, z)
-    from gancollapse.callbacks import describe_run
+    from gancollapse.callbacks import applied_labels, describe_run
 
     summary: dict[str, Any] = {
         **describe_run(handle.cfg),
+        **applied_labels(handle.module.applied()),
         "sampler": label,
         "sampler_overrides": ",".join(f"{k}={v}" for k, v in OmegaConf.to_container(OmegaConf.create(sampler_over or {})).items()),
         "tag": opts.tag,

@@ -8,364 +8,42 @@ does not is docs/RELIABILITY.md.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
-import os
 import re
 import signal
-import socket
 import sys
-import urllib.error
-import warnings
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import hydra
-import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.profilers import PassThroughProfiler
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gancollapse.aggregate import flatten, objective_value
-from gancollapse.build import build_datamodule, build_module
-from gancollapse.build import instantiate_checked as instantiate
+from gancollapse import runner
+from gancollapse.aggregate import objective_value
 from gancollapse.callbacks import (
-    MaxGSteps,
-    RunGuard,
-    RunSummary,
     StopTraining,
-    can_handle_signals,
-    stop_before_training,
 )
 from gancollapse.paths import CONF_DIR
+from gancollapse.progress import closing_lines
 from gancollapse.runio import (
-    LAST,
-    PREV,
-    AtomicCheckpointIO,
     RunError,
-    RunLock,
     atomic_write_text,
     check_writable,
-    clean_stale_temps,
     one_line,
     one_line_errors,
-    truncate_metrics,
 )
+from gancollapse.runner import EXIT_DIVERGED, is_global_zero_process
+from gancollapse.schema import closest
 
 log = logging.getLogger("gancollapse")
 #: the run's record in <run dir>/train.log only (conf/train.yaml's hydra.job_logging): its start and the closing
 #: printout, which stdout already shows
 record = logging.getLogger("gancollapse.run")
 
-# Lightning warnings that are expected in this setup and would only confuse: losses are logged by the module
-# (not through Trainer.log_every_n_steps), checkpoints are resumed explicitly, and the tips are adverts.
-for _pattern in (".*smaller than the logging interval.*", ".*no last checkpoint available.*", ".*LeafSpec.*",
-                 ".*was called without a model.*", ".*does not have many workers.*", ".*weights_only.*",
-                 ".*Using ModelCheckpoint with manual optimization.*",
-                 # best.ckpt's monitor is logged at evaluations only (the AAE's FID: at the top lod only)
-                 ".*could not find the monitored key.*",
-                 # EMA copies of F and G (MBRCE-AAE / ALAE) stay in eval mode by design
-                 ".*module\\(s\\) in eval mode at the start of training.*",
-                 # a resumed run saves into its own checkpoints/ again
-                 ".*Checkpoint directory .* exists and is not empty.*"):
-    warnings.filterwarnings("ignore", message=_pattern)
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
-
-
-#: keys a resumed run may change without ``resume=force``: its length, bookkeeping, evaluation, and where and
-#: how fast it runs. Any other difference from the saved config.yaml refuses the resume, listing the keys.
-RESUME_MAY_CHANGE = ("max_g_steps", "resume", "ckpt_every_n_steps", "ckpt_every_minutes", "max_consecutive_skips",
-                     "log_every_n_steps", "objective", "choices", "callbacks", "logger", "evaluator", "compile",
-                     "channels_last", "trainer.max_epochs", "trainer.accelerator", "trainer.devices",
-                     "trainer.strategy", "trainer.num_nodes", "trainer.enable_progress_bar", "dataset.root",
-                     "dataset.download", "dataset.num_workers", "dataset.on_device", "run_length", "report")
-#: where torchvision looks for a data set's files, below ``dataset.root`` (for the messages of a missing set)
-DATA_FILES = {
-    "mnist": "MNIST/raw/ (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
-             "t10k-labels-idx1-ubyte.gz)",
-    "cifar10": "cifar-10-python.tar.gz (or its unpacked folder cifar-10-batches-py/)",
-    "celeba": "celeba/ (img_align_celeba/ and list_eval_partition.txt, list_attr_celeba.txt, identity_CelebA.txt, "
-              "list_bbox_celeba.txt, list_landmarks_align_celeba.txt)",
-}
-DATA_FILES["stacked_mnist"] = DATA_FILES["mnist"]
-EXIT_DIVERGED = 3
-
-
-def validate(cfg: DictConfig) -> None:
-    """Fail fast, naming the key, on values no run can use. Component constructors check their own."""
-    for key in ("n_critic", "z_dim", "log_every_n_steps", "ckpt_every_n_steps"):
-        val = cfg.get(key)
-        if val is not None and int(val) < 1:
-            raise ValueError(f"{key} must be >= 1, got {val}")
-    for key in ("ckpt_every_minutes", "max_consecutive_skips"):
-        val = cfg.get(key)
-        if val is not None and not float(val) > 0:
-            raise ValueError(f"{key} must be > 0 or null (off), got {val}")
-    if cfg.get("resume", True) not in (True, False, "force"):
-        raise ValueError(f"resume must be true, false or force, got {cfg.resume!r}")
-    if cfg.get("max_g_steps") is not None and int(cfg.max_g_steps) < 1:
-        raise ValueError(f"max_g_steps must be >= 1 or null, got {cfg.max_g_steps}")
-    if cfg.get("max_g_steps") is None and cfg.trainer.get("max_epochs", -1) in (None, -1) and cfg.trainer.get("max_steps", -1) in (None, -1):
-        raise ValueError("the run has no length: set max_g_steps=<G steps> or trainer.max_epochs=<epochs>")
-    target = str(OmegaConf.select(cfg, "model.generator._target_", default="") or "")
-    size = OmegaConf.select(cfg, "dataset.img_size", default=None)
-    if target.endswith("DCGAN32Generator") and size is not None and int(size) not in (28, 32):
-        choice = (cfg.get("choices") or {}).get("model") or "dcgan32"
-        raise RunError(f"dataset.img_size={size} but model={choice} is DCGAN-32, which makes 28 or 32 px images",
-                       "set dataset.img_size=32, or model=dcgan64 (64 px)")
-    # Lightning's own refusal is a long traceback far from the key that caused it
-    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        choice = (cfg.get("choices") or {}).get("trainer")
-        asked = f"trainer={choice}" if choice else f"trainer.accelerator={accelerator}"
-        raise RunError(f"{asked} asks for GPUs but this machine has none",
-                       "add trainer.accelerator=cpu (DDP on CPU processes: trainer=ddp trainer.accelerator=cpu "
-                       "trainer.devices=2)")
-
-
-class QuietProfiler(PassThroughProfiler):
-    """Lightning's default profiler (it records nothing) with a cheaper ``profile``: one shared null context
-    instead of a generator-based context manager per call; the Trainer opens ~50 a batch. ``trainer.profiler``
-    in the config replaces it."""
-
-    _null = contextlib.nullcontext()
-
-    def profile(self, action_name: str) -> contextlib.nullcontext:
-        return self._null
-
-
-def build_callbacks(cfg: DictConfig, run_dir: Path, module: L.LightningModule) -> list[L.Callback]:
-    """The run's callbacks: ``callbacks.*``, the ``evaluator`` group's evaluator (``evaluator=none``: none),
-    ``best.ckpt`` on the evaluator's ``monitor``, the G-step limit and the :class:`RunGuard` (``last.ckpt``,
-    stop signals, divergence, RNG state), which Lightning runs last."""
-    if cfg.dataset.get("evaluator") is not None or cfg.dataset.get("monitor") is not None:
-        raise ValueError("dataset.evaluator / dataset.monitor are no longer read: evaluation is the `evaluator` "
-                         "config group (conf/evaluator/). Move the overrides to evaluator.<key> (e.g. "
-                         "evaluator.every_n_steps=500, evaluator.monitor=null); evaluator=none turns it off")
-    callbacks: list[L.Callback] = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    evaluator = cfg.get("evaluator") or None  # evaluator=none composes to an empty node
-    if evaluator is not None:
-        callbacks.append(instantiate(evaluator))
-    ckpt_dir = run_dir / "checkpoints"
-    monitor = evaluator.get("monitor") if evaluator is not None else None
-    if monitor:  # nothing to monitor without the evaluator that logs it
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor,
-                                         mode=evaluator.get("monitor_mode", "min"), save_top_k=1,
-                                         # for loading and sampling only: resuming is last.ckpt's job, and
-                                         # optimizer states would double the file
-                                         save_weights_only=True,
-                                         auto_insert_metric_name=False, enable_version_counter=False))
-    if cfg.get("max_g_steps"):
-        callbacks.append(MaxGSteps(cfg.max_g_steps))
-    callbacks.append(RunGuard(ckpt_dir, every_n_steps=cfg.get("ckpt_every_n_steps"),
-                              every_minutes=cfg.get("ckpt_every_minutes"),
-                              max_consecutive_skips=cfg.get("max_consecutive_skips") if cfg.get("skip_nonfinite", True) else None,
-                              check_every=int(cfg.get("log_every_n_steps") or 50)))
-    return callbacks
-
-
-def config_changes(saved: DictConfig, current: DictConfig, may_change: tuple[str, ...] = RESUME_MAY_CHANGE) -> list[str]:
-    """``key (saved → now)`` for every resolved key that differs, except ``may_change`` keys and their children."""
-    old = flatten(OmegaConf.to_container(saved, resolve=True))
-    new = flatten(OmegaConf.to_container(current, resolve=True))
-    free = tuple(may_change)
-    changes = []
-    for key in sorted(set(old) | set(new)):
-        if key in free or key.startswith(tuple(f"{k}." for k in free)):
-            continue
-        if old.get(key, "<absent>") != new.get(key, "<absent>"):
-            changes.append(f"{key} ({old.get(key, '<absent>')} → {new.get(key, '<absent>')})")
-    return changes
-
-
-def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
-    """The checkpoint this attempt continues from (None: start from step 0), after checking that the config
-    is the saved one (unless ``resume=force``)."""
-    mode = cfg.get("resume", True)
-    ckpt = run_dir / "checkpoints" / LAST
-    previous = ckpt.with_name(PREV)
-    if mode is False:
-        return None
-    if not ckpt.is_file():
-        if previous.is_file():
-            raise RunError(f"{ckpt} is missing but {previous.name} is there",
-                           f"resume from it with `mv {previous} {ckpt}`, or start over with resume=false")
-        return None
-    saved = run_dir / "config.yaml"
-    if mode != "force" and saved.is_file():
-        changes = config_changes(OmegaConf.load(saved), cfg)
-        if changes:
-            raise RunError(f"the config differs from the one {run_dir} was trained with: {'; '.join(changes)}",
-                           "resume with the saved values, add resume=force to go on with the new ones, or choose "
-                           "another hydra.run.dir", code=2)
-    return ckpt
-
-
-def setup_data(cfg: DictConfig, datamodule: L.LightningDataModule) -> None:
-    """Set the data up before training (Lightning's later ``setup`` finds it done), so a missing data set or a
-    failed download is a one-line error before any training."""
-    name = getattr(datamodule, "name", None) or cfg.dataset.get("name", "?")
-    root = Path(str(cfg.dataset.get("root", "data"))).resolve()
-    files = DATA_FILES.get(name)
-    try:
-        datamodule.setup("fit")
-    except (urllib.error.URLError, ConnectionError, TimeoutError, socket.gaierror) as err:
-        raise RunError(f"downloading {name} failed ({' '.join(str(err).split())})",
-                       f"without network put {files or 'its files'} in {root} (copied from a machine with internet) "
-                       "and run again") from err
-    except FileNotFoundError as err:
-        if files is None:
-            raise
-        if cfg.dataset.get("download"):
-            raise RunError(f"downloading {name} into {root} failed (no network?)",
-                           f"put {files} in {root} (copied from a machine with internet) and run again with "
-                           "dataset.download=true: files already there are checked and unpacked, not downloaded") from err
-        raise RunError(f"{name} not found under {root}",
-                       f"download it once with dataset.download=true (needs internet), or put {files} there, or set "
-                       "dataset.root to the folder that holds it") from err
-
-
-def is_global_zero_process() -> bool:
-    """Whether this process is rank 0 (before the Trainer exists: the launcher's rank variables)."""
-    return all(int(os.environ.get(k, 0) or 0) == 0 for k in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"))
-
-
-def run(cfg: DictConfig, run_dir: Path | str) -> dict[str, Any]:
-    """Train one run into ``run_dir``; returns the summary dict. Usable without Hydra's main (tests).
-
-    Holds ``<run_dir>/.lock`` throughout. A stop signal or divergence ends the run early with its status in
-    the summary (``interrupted: SIGTERM``, ``diverged``; :attr:`RunGuard.stopped` has the exit code); a stop
-    before the first step raises :class:`StopTraining`. Known failures raise :class:`RunError` (or ValueError /
-    FileNotFoundError naming the key) before anything on disk is replaced.
-    """
-    run_dir = Path(run_dir)
-    check_writable(run_dir, run_dir / "checkpoints")
-    rank0 = is_global_zero_process()
-    with RunLock(run_dir) if rank0 else contextlib.nullcontext(), signals_stop_at_once():
-        if rank0:
-            clean_stale_temps(run_dir, run_dir / "checkpoints")
-        try:
-            return _run(cfg, run_dir, rank0)
-        except (RunError, ValueError, FileNotFoundError) as err:
-            if rank0 and not (run_dir / "summary.json").is_file():  # a fresh run that failed: the report lists it
-                with contextlib.suppress(Exception):
-                    RunSummary(run_dir, cfg).write(None, f"failed: {one_line(err)}")
-            raise
-
-
-@contextlib.contextmanager
-def signals_stop_at_once() -> Iterator[None]:
-    """SIGTERM and SIGINT stop the run at once (:func:`stop_before_training`) until :class:`RunGuard` takes them
-    over for training; the handlers before are restored at the end."""
-    sigs = (signal.SIGTERM, signal.SIGINT) if can_handle_signals() else ()
-    previous = {sig: signal.signal(sig, stop_before_training) for sig in sigs}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _run(cfg: DictConfig, run_dir: Path, rank0: bool) -> dict[str, Any]:
-    validate(cfg)
-    resume = resume_checkpoint(cfg, run_dir)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = build_datamodule(cfg)
-    module = build_module(cfg)
-    setup_data(cfg, datamodule)
-    config = (run_dir / "config.yaml", OmegaConf.to_yaml(with_run_length(cfg), resolve=True))
-    if rank0 and resume is None:
-        atomic_write_text(*config)  # a resumed run's is written once its checkpoint is restored (RunGuard)
-    checkpoint_io = AtomicCheckpointIO()
-    if resume is not None:
-        state = checkpoint_io.preload(resume)  # a corrupt file fails here, before anything else is touched
-        restored = state.get("gancollapse", {}).get("steps", {})
-        if rank0:  # rows logged after the checkpoint are logged again: no step appears twice
-            truncate_metrics(run_dir / "metrics.csv", int(restored.get(module.log_phase, 0)))
-        log.info("Resuming from %s (G step %d)", resume, int(restored.get("g", 0)))
-    elif rank0 and cfg.get("resume", True) is False:
-        truncate_metrics(run_dir / "metrics.csv", -1)  # starting over: the old rows belong to another run
-    loggers = [instantiate(lg, save_dir=str(run_dir)) for lg in (cfg.get("logger") or {}).values() if lg is not None]
-    # max_g_steps, when set, is the run's length: the epoch limit must not cut it short (with n_critic=5 an
-    # epoch holds a fifth as many G steps).
-    length = {"max_epochs": -1} if cfg.get("max_g_steps") else {}
-    callbacks = build_callbacks(cfg, run_dir, module)
-    guard = next(c for c in callbacks if isinstance(c, RunGuard))
-    guard.write_on_start = config if resume is not None else None
-    quiet = {} if cfg.trainer.get("profiler") is not None else {"profiler": QuietProfiler()}
-    trainer: L.Trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir), **length, **quiet, callbacks=callbacks,
-                                     logger=loggers or False,
-                                     # trainer.plugins (trainer=slurm: SLURMEnvironment) join ours, not replaced
-                                     plugins=[*(instantiate(p) for p in cfg.trainer.get("plugins") or []), checkpoint_io])
-    if trainer.world_size == 1:
-        guard.install_signal_handlers()
-    elif can_handle_signals():  # under DDP Lightning's own SIGTERM handling is in charge
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    status = "finished"
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
-    except StopTraining as stop:
-        if not stop.saved:
-            raise
-        status = stop.status
-    except (RuntimeError, ValueError, KeyError) as err:
-        if guard.started or resume is None or "state" not in str(err).lower() or "dict" not in str(err).lower():
-            raise
-        found = re.search(r"(size mismatch for [^:]+|Missing key\(s\)[^:]*|Unexpected key\(s\)[^:]*)", str(err))
-        raise RunError(f"{resume} does not fit the model this config builds ({found.group(1) if found else one_line(err)[:160]})",
-                       "resume with the config it was trained with (without resume=force), or start over with "
-                       "resume=false") from err
-    except SIGTERMException:  # DDP: Lightning stopped on SIGTERM; the last periodic checkpoint stands
-        guard.stopped = StopTraining("interrupted: SIGTERM", 143, "stopped by SIGTERM", saved=False)
-        status = guard.stopped.status
-    finally:
-        guard.restore_signal_handlers()
-    if status == "finished":
-        # The periodic checkpoint may lag the end of training; the final state must always be resumable/loadable.
-        trainer.save_checkpoint(run_dir / "checkpoints" / LAST, weights_only=False)
-    stop = guard.stopped
-    extra = {"reason": stop.message, "saved": stop.saved} if stop is not None else {}
-    return RunSummary(run_dir, cfg).write(module, status, **extra) if trainer.is_global_zero else {}
-
-
-def with_run_length(cfg: DictConfig) -> DictConfig:
-    """A copy of ``cfg`` with ``run_length: {g_steps, epochs}``, the limit the trainer actually runs under: the
-    saved config.yaml otherwise shows ``trainer.max_epochs`` also when ``max_g_steps`` overrides it (epochs
-    unbounded)."""
-    g_steps = cfg.get("max_g_steps")
-    epochs = None if g_steps else cfg.trainer.get("max_epochs")
-    out = copy.deepcopy(cfg)  # DictConfig.copy is shallow: its nodes would still hang off cfg
-    with open_dict(out):
-        out.run_length = {"g_steps": int(g_steps) if g_steps else None,
-                          "epochs": int(epochs) if epochs not in (None, -1) else None}
-    return out
-
-
-def closing_lines(run_dir: Path, summary: dict[str, Any]) -> list[str]:
-    """What a finished (or stopped) run prints: where its outputs are and its headline numbers."""
-    status = summary.get("status", "finished")
-    lines = [f"Run directory: {run_dir}", f"  {'summary:':<12} {run_dir / 'summary.json'}",
-             f"  {'metrics:':<12} {run_dir / 'metrics.csv'}"]
-    ckpts = [name for name in (LAST, "best.ckpt") if (run_dir / "checkpoints" / name).is_file()]
-    if ckpts:
-        lines.append(f"  {'checkpoints:':<12} {run_dir / 'checkpoints'} ({', '.join(ckpts)})")
-    if (run_dir / "plots").is_dir():
-        lines.append(f"  {'plots:':<12} {run_dir / 'plots'} (training.gif, final.png)")
-    if (run_dir / "samples").is_dir():
-        lines.append(f"  {'samples:':<12} {run_dir / 'samples'}")
-    lines.append(f"  {'report:':<12} python -m gancollapse.report {run_dir}")
-    shown = {k: v for k, v in summary.items() if "/" in k}
-    if shown:
-        lines.append("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
-    lines.append(f"  {status}: g_steps={summary.get('g_steps')}, nonfinite_skips={summary.get('nonfinite_skips')}")
-    return lines
 
 
 def resolve_default_choice(group: str, choice: str | None) -> str | None:
@@ -379,6 +57,14 @@ def resolve_default_choice(group: str, choice: str | None) -> str | None:
     return choice
 
 
+def run(cfg: DictConfig, run_dir: Path | str, on_start: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Train ``cfg`` into ``run_dir`` (:func:`gancollapse.runner.run`): one run, or ``ensemble=K`` seeds in one
+    process (:func:`gancollapse.ensemble.run_ensemble`); returns the summary dict."""
+    from gancollapse.ensemble import run_ensemble
+
+    return runner.run(cfg, run_dir, on_start, ensemble=run_ensemble)
+
+
 def check_output_dir_args(argv: list[str]) -> None:
     """Create and probe the ``hydra.run.dir`` / ``hydra.sweep.dir`` given on the command line, so an unwritable
     one is a one-line error (Hydra would fail creating it with a traceback, before any of our code runs)."""
@@ -390,11 +76,102 @@ def check_output_dir_args(argv: list[str]) -> None:
             check_writable(Path(value))
 
 
+#: Hydra command-line flags after which no run is composed (help, config printing, shell completion)
+_INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc",
+               "--resolve", "--version", "--package", "-p")
+
+
+def preflight(argv: list[str]) -> None:
+    """Compose the run config as Hydra's main will (for a sweep: its first combination) and turn a composition
+    error into one line naming the override (RunError): Hydra's own report spans several lines."""
+    if any(a.split("=", 1)[0] in _INFO_FLAGS for a in argv) or any(a.startswith("--config") for a in argv):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    args = [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(args)
+    except HydraException as err:
+        raise RunError(f"cannot parse the overrides ({one_line(err)})", "write them as key=value (a sweep as "
+                       "key=a,b with -m)") from None
+    def value_line(o: Any, value: str) -> str:
+        return f"{o.get_key_element()}={value}"
+
+    first = [o.input_line if not o.is_sweep_override() else value_line(o, next(iter(o.sweep_string_iterator())))
+             for o in parsed]
+    # a sweep: every value of every swept key once, the other keys at their first value
+    trials = [first] + [[*first[:i], value_line(o, v), *first[i + 1:]] for i, o in enumerate(parsed)
+                        if o.is_sweep_override() for v in list(o.sweep_string_iterator())[1:]]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        for overrides in trials:
+            try:
+                compose("train", overrides=overrides)
+            except HydraException as err:
+                raise composition_error(err, overrides) from None
+
+
+def composition_error(err: Exception, overrides: list[str]) -> RunError:
+    """One line for Hydra's composition errors: a bad value (``n_critic=abc``), an unknown key (``max_g_step=10``),
+    an unknown option (``loss=foo``)."""
+    from hydra import compose
+    from hydra.errors import HydraException
+
+    text = " ".join(str(err).split())
+    cause = err.__cause__
+    cause_line = str(cause).splitlines()[0] if cause is not None and str(cause) else ""
+    missing = re.search(r"Could not (?:find|load) '([^']+)/([^'/]+)'", str(err))
+    if missing:
+        group, option = missing.groups()
+        group = next((o.split("=", 1)[0].lstrip("+~") for o in overrides
+                      if o.split("=", 1)[0].lstrip("+~") in (group, group.split("/", 1)[0])), group)
+        option = option if group == missing.group(1) else f"{missing.group(1)[len(group) + 1:]}/{option}"
+        folder = Path(CONF_DIR) / group
+        options = sorted(str(p.relative_to(folder))[:-5] for p in folder.rglob("*.yaml")) if folder.is_dir() else []
+        return RunError(f"{group}={option}: no such option{closest(option, options)}",
+                        f"choose one of {', '.join(options)} (conf/{group}/)" if options else f"see conf/{group}/")
+    merging = re.match(r"Error merging override (\S+)", text)
+    if merging:
+        key = merging.group(1).split("=", 1)[0]
+        return RunError(f"{merging.group(1)}: {cause_line or text}", f"give {key} a value of its type (conf/train.yaml "
+                        "and the component's docstring document each key)")
+    unknown = re.match(r"Could not override '([^']+)'", text)
+    if unknown:
+        key = unknown.group(1)
+        given = next((o for o in overrides if o.split("=", 1)[0].lstrip("+~") == key), key)
+        parent, _, name = key.rpartition(".")
+        try:
+            rest = [o for o in overrides if o != given]
+            node = compose("train", overrides=rest)
+            node = OmegaConf.select(node, parent) if parent else node
+            keys = [str(k) for k in node] if isinstance(node, DictConfig) else []
+        except HydraException:
+            keys = []
+        where = parent or "the run config"
+        return RunError(f"{given}: {where} has no key {name}{closest(name, keys)}",
+                        f"fix the key, or add a new one with +{given} where the component takes it")
+    return RunError(text, "fix the override (HYDRA_FULL_ERROR=1 shows Hydra's full report)")
+
+
 def main() -> float | None:
-    """``python -m gancollapse.train [overrides]``: checks the output directory, then :func:`hydra_main`."""
+    """``python -m gancollapse.train [overrides]``: checks the output directory and composes the config once, so
+    a bad override is one line naming it, then runs :func:`hydra_main`."""
     with one_line_errors():
+        preflight(sys.argv[1:])  # first: a refused config creates no directory
         check_output_dir_args(sys.argv[1:])
     return hydra_main()
+
+
+def write_hydra_record(run_dir: Path, cfg: DictConfig, hc: DictConfig) -> None:
+    """``<run>/.hydra/{config,hydra,overrides}.yaml`` as Hydra writes them (conf/train.yaml sets
+    ``hydra.output_subdir: null`` so Hydra does not, before our start checks): written only once a start is
+    accepted, so a refused resume or a second process refused by the run lock leaves the run's record as it was."""
+    out = run_dir / ".hydra"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg))
+    atomic_write_text(out / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})))
+    atomic_write_text(out / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(hc.overrides.task))))
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
@@ -405,18 +182,32 @@ def hydra_main(cfg: DictConfig) -> float | None:
     with open_dict(cfg):
         cfg.choices = {k: resolve_default_choice(k, v) for k, v in hc.runtime.choices.items() if not k.startswith("hydra")}
     run_dir = Path(hc.runtime.output_dir)
-    if is_global_zero_process():
-        record.info("run %s: %s", run_dir, " ".join(hc.overrides.task) or "(no overrides)")
+
+    def on_start() -> None:  # the start checks passed: from here on the run's files are its own
+        if is_global_zero_process():
+            write_hydra_record(run_dir, cfg, hc)
+            record.info("run %s: %s", run_dir, " ".join(hc.overrides.task) or "(no overrides)")
+
     with one_line_errors():
         try:
-            summary = run(cfg, run_dir)
+            summary = run(cfg, run_dir, on_start=on_start)
         except StopTraining as stop:  # a stop that saved nothing: the checkpoint on disk is the newest state
             print(f"{stop.message[:1].upper()}{stop.message[1:]}. Rerun with hydra.run.dir={run_dir} to resume.",
                   file=sys.stderr, flush=True)
             sys.exit(stop.exit_code)
+        except (RunError, ValueError, FileNotFoundError):
+            with contextlib.suppress(OSError):  # a refused fresh start leaves no directory behind (Hydra made it)
+                run_dir.rmdir()
+            raise
     status = summary.get("status", "finished")
+    ensemble = "members" in summary
     if summary:
-        lines = closing_lines(run_dir, summary)
+        if ensemble:
+            from gancollapse.ensemble import closing_lines as ensemble_lines
+
+            lines = ensemble_lines(run_dir, summary)
+        else:
+            lines = closing_lines(run_dir, summary)
         print("\n" + "\n".join(lines), flush=True)
         record.info("\n".join(lines))
     maximize = "max" in str(hc.sweeper.get("direction", "minimize"))
@@ -437,6 +228,10 @@ def hydra_main(cfg: DictConfig) -> float | None:
     if not summary:  # DDP ranks other than 0 have none; the job's return value is rank 0's
         return None
     # What tuning sweepers (hydra/sweeper=optuna) optimise; a NaN metric is the worst value for their direction.
+    if ensemble:
+        from gancollapse.ensemble import ensemble_objective
+
+        return ensemble_objective(summary, cfg.get("objective"), OmegaConf.select(cfg, "evaluator.monitor"), maximize)
     return objective_value(summary, cfg.get("objective"), OmegaConf.select(cfg, "evaluator.monitor"), maximize)
 
 

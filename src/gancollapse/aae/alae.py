@@ -231,13 +231,16 @@ class LatentDiscriminator(nn.Module):
         self.layers = nn.ModuleList(EqLinear(a, b, lrmul=lrmul) for a, b in zip(dims[:-1], dims[1:], strict=True))
         self.nonlinearity = bool(nonlinearity)
 
-    def forward(self, w: Tensor) -> Tensor:
+    def forward(self, w: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Logits (N,); with ``return_features`` also the last layer's input (N, D) (:mod:`gancollapse.nets`)."""
         x = w
         for i, layer in enumerate(self.layers):
+            if i == len(self.layers) - 1:
+                features = x
             x = layer(x)
             if self.nonlinearity and i < len(self.layers) - 1:
                 x = F.leaky_relu(x, LRELU_SLOPE)
-        return x[:, 0]
+        return (x[:, 0], features) if return_features else x[:, 0]
 
 
 # ---------------------------------------------------------------- G

@@ -42,6 +42,17 @@ IEEE TPAMI 42(11):2960–2966, 2020.
   [2 ln 2 − mean softplus(−d_x) − mean softplus(d_y)] / (2 ln 2), equal to JS(p‖q) at the Bayes-optimal
   logits ln p/q. −2 ln 2 · D is ALAE's discriminator loss up to the constant 2 ln 2.
 
+**Bandwidth.** The estimators are defined for one fixed kernel shared by both sample sets (Sledge &
+Príncipe's notebook fixes a Laplacian kernel of bandwidth 1 on data of a known scale). Codes learnt by an
+encoder have no fixed scale, so the default bandwidth is the median heuristic, pooled over x and y, and it
+is kept in the graph (``bandwidth_grad=True``): the value is the paper's estimator with the kernel at that
+bandwidth, and as a function of the samples it depends only on their shape — D(s·x, s·y) = D(x, y), so its
+gradient has no component along the common scale. Dividing the pooled samples by the square root of the
+median squared distance and using σ² = 1 is the same function with the same gradient. A detached median
+(``bandwidth_grad=False``, the earlier behaviour) or a fixed ``sigma2`` leaves the common scale free: with a
+kernel that does not follow the samples, scaling both sets up lowers the cross and the self kernel values
+at different rates, and an encoder maximising D finds that direction instead of separating the sets.
+
 **Cross-entropies** (:func:`renyi_cross_entropy`): the notebook's two bipartite measures on *paired* sets
 (x_i ↔ y_i), done as defined: the matrix, not its trace, is raised to α; no absolute values; bits.
 
@@ -136,31 +147,44 @@ def _self_sq_dists(x: Tensor) -> Tensor:
     return d2.masked_fill(torch.eye(x.shape[0], dtype=torch.bool, device=x.device), 0.0)
 
 
-def _median_of_pairs(d2: Tensor) -> Tensor:
-    """(Lower) median of the off-diagonal entries of a self squared-distance matrix, never 0."""
+def _median_of_pairs(d2: Tensor, grad: bool = True) -> Tensor:
+    """(Lower) median of the off-diagonal entries of a self squared-distance matrix, never 0.
+
+    ``grad=False``: a constant. ``grad=True``: the same value, written as (median / mean) · mean with the
+    ratio held constant and the mean of the pairs in the graph, so the bandwidth follows a rescaling of the
+    samples (the median and the mean both scale by s²) and its gradient is spread over all samples — the
+    median's own gradient would land on the one pair that is the median.
+    """
     n = d2.shape[0]
     if n < 2:
         raise ValueError("the median bandwidth needs at least 2 samples in total; pass sigma2 explicitly")
     iu = torch.triu_indices(n, n, offset=1, device=d2.device)
-    pairs = d2.detach()[iu[0], iu[1]]
-    med, mean = pairs.median(), pairs.mean()
+    pairs = d2[iu[0], iu[1]]
+    mean = pairs.mean()
+    med, mean_c = pairs.detach().median(), mean.detach()
     # torch.where, not `if`: no host sync on CUDA.
-    return torch.where(med > 0, med, torch.where(mean > 0, mean, torch.ones_like(mean)))
+    value = torch.where(med > 0, med, torch.where(mean_c > 0, mean_c, torch.ones_like(mean_c)))
+    if not grad:
+        return value
+    follow = torch.where(mean_c > 0, mean / mean_c.clamp_min(torch.finfo(mean_c.dtype).tiny), torch.ones_like(mean))
+    return value * follow
 
 
-def median_sigma2(*xs: Tensor) -> Tensor:
-    """Median heuristic bandwidth σ²: the (lower) median of the pooled pairwise squared distances, detached.
+def median_sigma2(*xs: Tensor, grad: bool = False) -> Tensor:
+    """Median heuristic bandwidth σ²: the (lower) median of the pooled pairwise squared distances.
 
     Falls back to their mean when more than half the pairs coincide, and to 1 when all points coincide,
-    so the bandwidth is always > 0. No gradient flows through it.
+    so the bandwidth is always > 0. Detached unless ``grad=True`` (see ``bandwidth_grad`` of
+    :func:`renyi_divergence`).
     """
-    return _median_of_pairs(_self_sq_dists(torch.cat([x.detach() for x in xs])))
+    return _median_of_pairs(_self_sq_dists(torch.cat([x if grad else x.detach() for x in xs])), grad)
 
 
-def _resolve_sigma2(sigma2: float | Tensor | None, d2: Tensor) -> Tensor:
-    """σ² as a 0-dim tensor like d2: the median of d2's pairs when ``sigma2`` is None, else validated."""
+def _resolve_sigma2(sigma2: float | Tensor | None, d2: Tensor, bandwidth_grad: bool = True) -> Tensor:
+    """σ² as a 0-dim tensor like d2: the median of d2's pairs when ``sigma2`` is None (in the graph when
+    ``bandwidth_grad``), else the given value, validated and constant."""
     if sigma2 is None:
-        return _median_of_pairs(d2)
+        return _median_of_pairs(d2, bandwidth_grad)
     value = sigma2.detach() if isinstance(sigma2, Tensor) else torch.tensor(float(sigma2), dtype=torch.float64)
     if value.numel() != 1 or not math.isfinite(float(value)) or float(value) <= 0:
         raise ValueError(f"sigma2 (the kernel bandwidth σ²) must be a finite number > 0 or None for the "
@@ -176,19 +200,21 @@ def _log_kernel(d2: Tensor, sigma2: Tensor, kernel: str) -> Tensor:
     return -torch.sqrt(d2.clamp_min(torch.finfo(d2.dtype).tiny)) / torch.sqrt(sigma2)
 
 
-def normalized_gram(x: Tensor, sigma2: float | Tensor | None = None, kernel: Kernel = "gaussian") -> Tensor:
+def normalized_gram(x: Tensor, sigma2: float | Tensor | None = None, kernel: Kernel = "gaussian", *,
+                    bandwidth_grad: bool = True) -> Tensor:
     """A = K / tr K for the samples x (n, d) (Sanchez Giraldo, Rao & Príncipe 2015).
 
     ``kernel="gaussian"``: K_ij = exp(−‖x_i − x_j‖² / (2σ²)); ``"laplacian"``: exp(−‖x_i − x_j‖ / σ), the
     kernel the MBRCE notebook actually uses (``exp(-pdist(X)/bandwidth)``). ``sigma2`` is σ²; ``None``
-    takes the median of the pairwise squared distances (:func:`median_sigma2`, no gradient), which for the
-    Laplacian kernel makes σ the median distance. Both kernels are infinitely divisible with κ(x, x) = 1, so
+    takes the median of the pairwise squared distances (:func:`median_sigma2`; differentiated through when
+    ``bandwidth_grad``, so A is invariant to rescaling x), which for the Laplacian kernel makes σ the median
+    distance. Both kernels are infinitely divisible with κ(x, x) = 1, so
     A_ii = 1/n. Returns a symmetric positive semi-definite (n, n) matrix of unit trace.
     """
     _check_samples(x, "x")
     _check_kernel(kernel)
     d2 = _self_sq_dists(x)
-    K = torch.exp(_log_kernel(d2, _resolve_sigma2(sigma2, d2), kernel))
+    K = torch.exp(_log_kernel(d2, _resolve_sigma2(sigma2, d2, bandwidth_grad), kernel))
     return K / K.diagonal().sum()
 
 
@@ -333,13 +359,14 @@ def _gram_from_log(log_k: Tensor) -> Tensor:
     return K / K.diagonal().sum()
 
 
-def _log_grams(x: Tensor, y: Tensor, sigma2: float | Tensor | None, kernel: str) -> tuple[Tensor, Tensor, Tensor]:
+def _log_grams(x: Tensor, y: Tensor, sigma2: float | Tensor | None, kernel: str,
+               bandwidth_grad: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """ln K_xx, ln K_yy, ln K_xy with one bandwidth (the pooled median when ``sigma2`` is None)."""
     # One pooled distance matrix serves the median and all three blocks: half the work of computing them
     # separately.
     n = x.shape[0]
     d2 = _self_sq_dists(torch.cat((x, y)))
-    log_k = _log_kernel(d2, _resolve_sigma2(sigma2, d2), kernel)
+    log_k = _log_kernel(d2, _resolve_sigma2(sigma2, d2, bandwidth_grad), kernel)
     return log_k[:n, :n], log_k[n:, n:], log_k[:n, n:]
 
 
@@ -411,16 +438,21 @@ def logistic_divergence(d_x: Tensor, d_y: Tensor) -> Tensor:
 
 def renyi_divergence(x: Tensor, y: Tensor, alpha: float = 2.0, estimator: Estimator = "cs2",
                      sigma2: float | Tensor | None = None, *, kernel: Kernel = "gaussian",
-                     eps: float = DEFAULT_EPS) -> Tensor:
+                     eps: float = DEFAULT_EPS, bandwidth_grad: bool = True) -> Tensor:
     """Matrix-based divergence between the sample sets x (n, d) and y (m, d), in bits (a 0-dim tensor).
 
     ``estimator``: ``"cs2"`` (α = 2 Cauchy–Schwarz, no eigensolver, the default), ``"jr2"`` (α = 2
     Jensen–Rényi), ``"spectral"`` (unpaired Petz form, any α > 0 except 1, fp64 eigh, ``eps`` regularises the
     matrix powers) or ``"logistic"`` (x, y are discriminator logits; see :func:`logistic_divergence`);
     formulas and properties in the module docstring. One bandwidth ``sigma2`` (σ²) serves x, y and the
-    cross term; ``None`` is the median of the pooled pairwise squared distances, detached. ``cs2``/``jr2``/
-    ``spectral`` are invariant to the row order of x and of y; ``cs2``/``jr2`` are symmetric in (x, y).
-    ``alpha`` and ``sigma2`` are ignored by ``logistic``.
+    cross term; ``None`` is the median of the pooled pairwise squared distances. With ``bandwidth_grad``
+    (default) the gradient flows through that median too, so D(s·x, s·y) = D(x, y) for every s > 0 and the
+    gradient has no component along the common scale (Σ_i x_i·∂D/∂x_i + Σ_j y_j·∂D/∂y_j = 0, Euler); with
+    ``bandwidth_grad=False`` the median is a constant in the backward pass, and enlarging both sets lowers
+    every kernel value against it — a direction a maximising encoder follows without making the two sets any
+    more distinguishable. ``cs2``/``jr2``/``spectral`` are invariant to the row order of x and of y;
+    ``cs2``/``jr2`` are symmetric in (x, y). ``alpha``, ``sigma2`` and ``bandwidth_grad`` are ignored by
+    ``logistic``.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
@@ -435,7 +467,7 @@ def renyi_divergence(x: Tensor, y: Tensor, alpha: float = 2.0, estimator: Estima
     if estimator == "spectral" and a == 1.0:
         raise ValueError("estimator='spectral' is undefined at alpha=1 (its (α−1)⁻¹ prefactor); use an alpha "
                          "near 1, e.g. 0.99 as the MBRCE notebook does")
-    logs = _log_grams(x, y, sigma2, kernel)
+    logs = _log_grams(x, y, sigma2, kernel, bandwidth_grad)
     if estimator == "cs2":
         return _cs2(*logs)
     if estimator == "jr2":
@@ -446,7 +478,7 @@ def renyi_divergence(x: Tensor, y: Tensor, alpha: float = 2.0, estimator: Estima
 # --------------------------------------------------------------------------------------- cross-entropies
 def renyi_cross_entropy(x: Tensor, y: Tensor, alpha: float, mirrored: bool = False,
                         sigma2: float | Tensor | None = None, *, kernel: Kernel = "gaussian",
-                        eps: float = DEFAULT_EPS) -> Tensor:
+                        eps: float = DEFAULT_EPS, bandwidth_grad: bool = True) -> Tensor:
     """The bipartite matrix-based Rényi α-cross-entropies of Sledge & Príncipe (arXiv 2109.11737), in bits.
 
     κ₁, κ₂ are the normalised Gram matrices A_x, A_y of *paired* samples (row i of x goes with row i of y,
@@ -460,7 +492,8 @@ def renyi_cross_entropy(x: Tensor, y: Tensor, alpha: float, mirrored: bool = Fal
 
     Both are ≥ 0 for α ∈ (0, 2] (Petz) and α ≥ ½ (sandwiched), and C′_α ≤ C_α. The value depends on how x
     and y are paired (a joint permutation of the rows leaves it unchanged, a permutation of y alone does
-    not); :func:`renyi_divergence` with ``estimator="spectral"`` is the unpaired Petz form.
+    not); :func:`renyi_divergence` with ``estimator="spectral"`` is the unpaired Petz form. ``sigma2`` and
+    ``bandwidth_grad`` as in :func:`renyi_divergence`.
     """
     _check_pair(x, y)
     _check_kernel(kernel)
@@ -473,7 +506,7 @@ def renyi_cross_entropy(x: Tensor, y: Tensor, alpha: float, mirrored: bool = Fal
                          f"got {x.shape[0]} and {y.shape[0]}; for unpaired sets use "
                          "renyi_divergence(..., estimator='spectral')")
     e = _check_eps(eps)
-    log_kxx, log_kyy, _ = _log_grams(x, y, sigma2, kernel)
+    log_kxx, log_kyy, _ = _log_grams(x, y, sigma2, kernel, bandwidth_grad)
     a1, a2 = _gram_from_log(log_kxx.double()), _gram_from_log(log_kyy.double())
     # With c = 1 + nε, κ = (A + εI)/c, so κ^q = (A + εI)^q · c^(−q); in both forms the powers of c add up to
     # c^(−1): −α − (1 − α) = −1, and −α(2p + 1) = −1.

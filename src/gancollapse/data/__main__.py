@@ -14,9 +14,8 @@ from pathlib import Path
 
 from torchvision.datasets import CIFAR10, MNIST, CelebA
 
-from gancollapse.data.images import DEFAULT_ROOT
+from gancollapse.data.downloads import DATA_FILES, DEFAULT_ROOT
 from gancollapse.runio import RunError, one_line, one_line_errors
-from gancollapse.train import DATA_FILES
 
 #: data set name (as in ``conf/dataset/<name>.yaml``) → how torchvision fetches it into a root
 FETCHERS: dict[str, Callable[[str], object]] = {

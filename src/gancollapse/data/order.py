@@ -111,10 +111,20 @@ class SeededLoader:
         return getattr(self.loader, name)
 
 
+def rank_and_world(trainer: Any) -> tuple[int, int]:
+    """(global rank, world size) of a Lightning trainer; (0, 1) without one."""
+    return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+
+def identity_collate(batch: Any) -> Any:
+    """The ``collate_fn`` of a dataset whose ``__getitems__`` returns a whole batch already (one gather)."""
+    return batch
+
+
 def seeded_loader(dataset: Dataset, batch_size: int, seed: int, drop_last: bool = True, trainer: Any = None,
                   **loader_kwargs: Any) -> SeededLoader:
     """A :class:`SeededLoader` over ``dataset``, sharded by the trainer's rank (if any); ``loader_kwargs`` go
     to the DataLoader (``collate_fn``, ``num_workers``, ``pin_memory`` …)."""
-    rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+    rank, world = rank_and_world(trainer)
     sampler = SeededBatchSampler(len(dataset), batch_size, seed, drop_last, rank, world)
     return SeededLoader(DataLoader(dataset, batch_sampler=sampler, generator=torch.Generator(), **loader_kwargs))

@@ -2,7 +2,7 @@
 
 ALAE (Pidhorskyi, Adjeroh & Doretto, "Adversarial Latent Autoencoders", CVPR 2020, github.com/podgorskiy/ALAE)
 grows its networks one level of detail (lod) at a time and reads, at lod l, the 2^(l+2)-pixel level of a
-TFRecord set with one file set per resolution (the layout of :mod:`gancollapse.data.tfrecord`, written by
+TFRecord set with one file set per resolution (the layout of :mod:`gancollapse.data.tfrecord_meta`, written by
 ``scripts/prepare_tfrecords.py``). :class:`ProgressiveTFRecordDataModule` does the same:
 
 * Channels, resolutions and split sizes come from ``<name>-meta.json``, not from the config. The run's levels
@@ -10,7 +10,7 @@ TFRecord set with one file set per resolution (the layout of :mod:`gancollapse.d
 * ``setup`` checks every part of every level the run will read, training and held-out sets alike, before
   DareBlopy opens any of them (DareBlopy aborts the process on a bad record): a missing level or part, a
   truncated or corrupt file, a record count that disagrees with the metadata or a level holding another
-  resolution each raise :class:`~gancollapse.data.tfrecord.TFRecordError` naming the file and the fix.
+  resolution each raise :class:`~gancollapse.data.tfrecord_format.TFRecordError` naming the file and the fix.
 * Batches are uint8 on the wire and become floats in [-1, 1] in ``on_after_batch_transfer`` (on the device).
   ``flip`` flips images left-right with a draw seeded by (seed, epoch, batch), so a resumed run flips alike.
 * The order of an epoch is a function of (seed, epoch) only (DareBlopy's seeded reader). The position —
@@ -50,21 +50,14 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from gancollapse.data.images import DigitsDataModule, to_float
-from gancollapse.data.tfrecord import (
-    TFRecordError,
-    check_meta,
-    level_path,
-    meta_path,
-    next_records,
-    parsed_yielder,
-    read_meta,
-    split_counts,
-    split_indices,
-    split_name,
-    validate_split,
-    write_tfrecords,
-)
+from gancollapse.data.convert import to_float
+from gancollapse.data.digits import DigitsDataModule
+from gancollapse.data.order import rank_and_world
+from gancollapse.data.tfrecord_format import TFRecordError
+from gancollapse.data.tfrecord_meta import level_path, meta_path, read_meta, split_counts, split_name
+from gancollapse.data.tfrecord_reader import next_records, parsed_yielder
+from gancollapse.data.tfrecord_validate import check_meta, validate_split
+from gancollapse.data.tfrecord_writer import split_indices, write_tfrecords
 from gancollapse.runio import file_lock
 
 log = logging.getLogger(__name__)
@@ -356,9 +349,7 @@ class ProgressiveTFRecordDataModule(L.LightningDataModule):
         self._start_pass()
         if self.lod_schedule is not None:
             self.set_lod(*self.lod_schedule(self.epoch))
-        trainer = getattr(self, "trainer", None)
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        return self.loader(rank, world)
+        return self.loader(*rank_and_world(getattr(self, "trainer", None)))
 
     def loader(self, rank: int = 0, world_size: int = 1) -> ProgressiveBatches:
         """The training batches of rank ``rank`` of ``world_size`` at the current lod (``train_dataloader``

@@ -200,7 +200,7 @@ class TinyFeatures(nn.Module):
         widths = [3, 32, 64, int(dim)]
         self.convs = nn.ModuleList()
         for cin, cout in zip(widths[:-1], widths[1:], strict=True):
-            conv = nn.Conv2d(cin, cout, 3, 2, 1)
+            conv = nn.utils.skip_init(nn.Conv2d, cin, cout, 3, 2, 1)  # no default init: the global RNG is untouched
             with torch.no_grad():
                 conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * (2.0 / (cin * 9)) ** 0.5)
                 conv.bias.zero_()

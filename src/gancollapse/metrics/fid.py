@@ -2,7 +2,8 @@
 
 FID = ‖μ_r − μ_g‖² + Tr(Σ_r + Σ_g − 2(Σ_r Σ_g)^½), the Fréchet distance of two Gaussians fitted to real and
 generated features (Dowson & Landau, 1982). The features come from :mod:`gancollapse.metrics.features`; the
-real side arrives as cached running sums (:class:`~gancollapse.metrics.features.RealStats`).
+real side arrives as cached running sums (:class:`~gancollapse.metrics.features.RealStats`). :class:`FID` is the
+evaluator's metric (``evaluator.metrics.fid``, :mod:`gancollapse.metrics.metric_set`).
 """
 
 from __future__ import annotations
@@ -75,8 +76,36 @@ def fid_from_features(real: RealStats, fake: Tensor, backend: str = "eigh") -> f
         metric.update(fake, real=False)
         return float(metric.compute())
     if backend != "eigh":
-        raise ValueError(f"evaluator.fid_backend must be eigh or torchmetrics, got {backend!r}")
+        raise ValueError(f"evaluator.metrics.fid.backend={backend}: must be eigh or torchmetrics")
     f = fake.double()
     mu_f, cov_f = mean_cov(f.shape[0], f.sum(0), f.t() @ f)
     mu_r, cov_r = real.mean_cov(fake.device)
     return float(frechet_distance(mu_r, cov_r, mu_f, cov_f, real.sqrt_cov(fake.device)))
+
+
+class FID:
+    """FID of the generated features against the cached real statistics: ``update`` collects each batch's
+    features, ``compute`` scores them all at once (:func:`fid_from_features`).
+
+    Args:
+        backend: ``eigh`` (symmetric eigensolves, fast, GPU-native) or ``torchmetrics`` (the reference).
+    """
+
+    label, format = "FID", "{:.2f}"
+
+    def __init__(self, backend: str = "eigh") -> None:
+        if backend not in ("eigh", "torchmetrics"):
+            raise ValueError(f"evaluator.metrics.fid.backend={backend}: must be eigh or torchmetrics")
+        self.backend = backend
+        self.reset()
+
+    def reset(self) -> None:
+        self._features: list[Tensor] = []
+        self._real: RealStats | None = None
+
+    def update(self, features: Tensor, real: RealStats) -> None:
+        self._features.append(features)
+        self._real = real
+
+    def compute(self) -> float:
+        return fid_from_features(self._real, torch.cat(self._features), self.backend)

@@ -4,7 +4,11 @@ The code (``inception_variance.py`` of HaozheLiu-ST/MEE) — not the paper's Eq.
 of a classifier on N generated images, the per-class standard deviation over samples (ddof 0), averages it
 over classes, and reports mean ± std over 10 splits (the paper prints it ×1e-3). MaEM uses torchvision's
 ImageNet Inception-V3; offline this platform uses its own classifier, so values are comparable only between
-runs that share the classifier.
+runs that share the classifier. :class:`IVariance` is the evaluator's metric (``evaluator.metrics.i_variance``).
+
+This file is the one to copy for a new evaluator metric: a pure function of tensors, then a class with
+torchmetrics' ``reset``/``update``/``compute`` whose ``update`` names the evaluator inputs it takes
+(:mod:`gancollapse.metrics.metric_set`), and one line in ``conf/evaluator/image.yaml``'s ``metrics``.
 """
 
 from __future__ import annotations
@@ -20,3 +24,27 @@ def i_variance(probs: Tensor, splits: int = 10) -> tuple[float, float]:
     splits = max(1, min(int(splits), probs.shape[0] // 2))
     vals = torch.stack([chunk.double().std(dim=0, unbiased=False).mean() for chunk in probs.chunk(splits)])
     return float(vals.mean()), float(vals.std(unbiased=False)) if len(vals) > 1 else 0.0
+
+
+class IVariance:
+    """I-Variance mean and std over ``splits`` chunks of the generated images' class probabilities
+    (:func:`i_variance`). Publishes ``i_variance`` and ``i_variance_std``."""
+
+    #: the leaderboard column (the std goes to summary.json only)
+    columns = {"i_variance": ("I-Variance", "{:.4f}")}
+
+    def __init__(self, splits: int = 10) -> None:
+        if int(splits) < 1:
+            raise ValueError(f"evaluator.metrics.i_variance.splits={splits}: must be >= 1")
+        self.splits = int(splits)
+        self.reset()
+
+    def reset(self) -> None:
+        self._probs: list[Tensor] = []
+
+    def update(self, probs: Tensor) -> None:
+        self._probs.append(probs)
+
+    def compute(self) -> dict[str, float]:
+        mean, std = i_variance(torch.cat(self._probs), self.splits)
+        return {"i_variance": mean, "i_variance_std": std}

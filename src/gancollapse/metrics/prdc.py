@@ -9,13 +9,19 @@ its own set (self excluded):
 * coverage  = (1/N) Σᵢ 1[minⱼ ‖Xᵢ − Yⱼ‖ < NND_k(Xᵢ)]             (k = 5; Naeem et al. Eq. 4)
 
 Comparisons follow the reference code: ``≤`` for P/R (torch-fidelity), strict ``<`` for D/C (clovaai prdc).
-Distances are computed in row blocks, so memory is O(block · N) rather than O(N · M).
+Distances are computed in row blocks, so memory is O(block · N) rather than O(N · M). :class:`PRDC` is the
+evaluator's metric (``evaluator.metrics.prdc``).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from gancollapse.metrics.features import RealStats
 
 
 def _cdist(a: Tensor, b: Tensor) -> Tensor:
@@ -62,3 +68,32 @@ def prdc(real: Tensor, fake: Tensor, k_pr: int = 3, k_dc: int = 5) -> dict[str, 
     p, r = precision_recall(real, fake, k_pr)
     d, c = density_coverage(real, fake, k_dc)
     return {"precision": p, "recall": r, "density": d, "coverage": c}
+
+
+class PRDC:
+    """Precision, recall, density and coverage (:func:`prdc`) of the first ``n`` generated features against the
+    first ``n`` real ones kept with the cached statistics (``n`` clipped to both counts; nothing with 5 or fewer,
+    where the k-NN radii are undefined)."""
+
+    columns = {"precision": ("precision", "{:.3f}"), "recall": ("recall", "{:.3f}"),
+               "density": ("density", "{:.3f}"), "coverage": ("coverage", "{:.3f}")}
+
+    def __init__(self, n: int = 5000) -> None:
+        if int(n) < 6:
+            raise ValueError(f"evaluator.metrics.prdc.n={n}: must be >= 6 (k-NN radii with k = 5)")
+        self.n = self.real_features = int(n)
+        self.reset()
+
+    def reset(self) -> None:
+        self._features: list[Tensor] = []
+        self._real: Tensor | None = None
+
+    def update(self, features: Tensor, real: RealStats) -> None:
+        self._features.append(features)
+        self._real = real.features
+
+    def compute(self) -> dict[str, float]:
+        fake = torch.cat(self._features)
+        real = self._real.to(fake.device)
+        n = min(self.n, real.shape[0], fake.shape[0])
+        return prdc(real[:n], fake[:n]) if n > 5 else {}

@@ -29,14 +29,11 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from gancollapse.callbacks import MaxGSteps
-from gancollapse.losses import NonSaturatingLoss, Objective
+from gancollapse.models.contract import REGULARIZER_HOOKS, ConfigUse
 from gancollapse.models.distgan_losses import (
-    discriminator_score_loss,
-    generator_score_loss,
+    DistGANObjective,
     interpolate,
     latent_distance_weight,
-    reconstruction_loss,
     score_weights,
     slope_penalty,
 )
@@ -78,7 +75,7 @@ class DistGANModule(GANModule):
         lambda_r: weight of the latent-distance regulariser (1).
         lambda_w: md_z scale; None computes sqrt(z_dim / feature_dim) from D's ``feature_dim``.
         schedule_steps: N of the μ schedule (the reference ties it to its 100k training iterations); None
-            takes the run's ``max_g_steps`` at the start of training.
+            takes the run's length :attr:`max_g_steps` at the start of training.
         r_updates_generator: R also updates G (reference: MNIST only; CIFAR/CelebA update E alone).
         gp_reduction: ``mean`` (reference slope) or ``sum`` (WGAN-GP norm).
         nudge: NuGAN+Dist-GAN — NudgedAdam options (k, iterations, threshold, every_n_steps, which, seed);
@@ -88,8 +85,8 @@ class DistGANModule(GANModule):
     """
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, encoder: nn.Module,
-                 objective: Objective | None = None, regularizers: Mapping[str, Regularizer] | None = None,
-                 sampler: PriorSampler | None = None, optim: DictConfig | Mapping | None = None, z_dim: int = 100,
+                 objective: DistGANObjective | None = None, regularizers: Mapping[str, Regularizer] | None = None,
+                 prior: PriorSampler | None = None, optim: DictConfig | Mapping | None = None, z_dim: int = 100,
                  n_critic: int = 1, g_reuse_z: bool = False, log_every_n_steps: int = 50,
                  skip_nonfinite: bool = True, accumulate_grad_batches: int = 1, compile: bool | str = False,
                  channels_last: bool = False,
@@ -100,7 +97,11 @@ class DistGANModule(GANModule):
         if int(n_critic) != 1:
             raise ValueError(f"n_critic must be 1 for Dist-GAN (one R, one D and one G step per iteration, as "
                              f"the reference), got {n_critic}")
-        super().__init__(generator, discriminator, objective or NonSaturatingLoss(), regularizers, sampler, optim,
+        objective = objective if objective is not None else DistGANObjective()
+        if not isinstance(objective, DistGANObjective):
+            raise ValueError(f"loss={objective.describe()}: Dist-GAN uses its own loss; choose loss=distgan or drop "
+                             "the override")
+        super().__init__(generator, discriminator, objective, regularizers, prior, optim,
                          z_dim, 1, g_reuse_z, log_every_n_steps, skip_nonfinite, accumulate_grad_batches, compile,
                          channels_last)
         if lambda_p < 0 or lambda_r < 0:
@@ -139,10 +140,25 @@ class DistGANModule(GANModule):
     optimizer_names = ("generator", "discriminator", "encoder")
     phase_optimizers = {"r": "encoder", "d": "discriminator", "g": "generator"}
     log_phase = "g"
+    # One R, D and G step per iteration, each on its own batch and z: n_critic and g_reuse_z do not apply.
+    config_use = ConfigUse("Dist-GAN", nets=("generator", "discriminator", "encoder"),
+                           losses=("gancollapse.models.distgan_losses.DistGANObjective",),
+                           loss_hint="choose loss=distgan (its R/D/G losses) or drop the override",
+                           hooks=frozenset(REGULARIZER_HOOKS) - {"g_discriminator"}, d_features=False,
+                           keys=frozenset({"accumulate_grad_batches", "compile", "channels_last"}))
 
     @property
     def r_steps(self) -> int:
         return self.steps.get("r", 0)
+
+    def applied(self) -> dict[str, Any]:
+        record = super().applied()
+        record["n_critic"], record["g_reuse_z"] = 1, None  # one D step per iteration; each step draws its own z
+        record["module"] = {"lambda_p": self.lambda_p, "lambda_r": self.lambda_r, "lambda_w": self.lambda_w,
+                            "schedule_steps": self.schedule_steps, "r_updates_generator": self.r_updates_generator,
+                            "gp_reduction": self.gp_reduction, "nudge": self.nudge_cfg,
+                            "nudge_discriminator": self.nudge_discriminator}
+        return record
 
     # ------------------------------------------------------------------ optimisation
     def optimizer_params(self, name: str) -> list[Tensor]:
@@ -193,10 +209,8 @@ class DistGANModule(GANModule):
 
     def on_train_start(self) -> None:
         super().on_train_start()
-        if self.schedule_steps is None:
-            limits = [c.max_g_steps for c in self.trainer.callbacks if isinstance(c, MaxGSteps)]
-            if limits:
-                self.schedule_steps = int(limits[0])
+        if self.schedule_steps is None and self.max_g_steps:
+            self.schedule_steps = int(self.max_g_steps)
 
     # ------------------------------------------------------------------ phases
     def r_loss(self, pb: PhaseBatch) -> dict[str, Tensor]:
@@ -208,7 +222,7 @@ class DistGANModule(GANModule):
             _, f_real = features(self.discriminator, real)
             _, f_recon = features(self.discriminator, recon)
             _, f_fake = features(self.discriminator, fake)
-            terms = reconstruction_loss(f_real, f_recon, f_fake, z_enc, z, self.lambda_r, self.lambda_w)
+            terms = self.objective.reconstruction_loss(f_real, f_recon, f_fake, z_enc, z, self.lambda_r, self.lambda_w)
         return {"loss": terms["r_loss"], **terms}
 
     def discriminator_loss(self, real: Tensor, z: Tensor, with_gp: bool = True) -> dict[str, Tensor]:
@@ -220,7 +234,7 @@ class DistGANModule(GANModule):
         logit_recon = self.discriminator(recon)
         logit_fake = self.discriminator(fake)
         w_real, w_recon = self.score_weights()
-        terms = discriminator_score_loss(logit_real, logit_recon, logit_fake, w_real, w_recon)
+        terms = self.objective.discriminator_score_loss(logit_real, logit_recon, logit_fake, w_real, w_recon)
         if with_gp and self.lambda_p > 0:
             mixed = interpolate(real, fake).requires_grad_(True)
             (grad,) = torch.autograd.grad(self.discriminator(mixed).sum(), mixed, create_graph=True)
@@ -244,9 +258,10 @@ class DistGANModule(GANModule):
             fake = self.generator(z)
             logit_real = self.discriminator(real).detach()
             logit_fake = self.discriminator(fake)
-            loss = generator_score_loss(logit_real, logit_fake)
             step = Step("g", real, fake, z, logit_real, logit_fake, self.generator, self.discriminator,
                         self.g_steps, self.current_epoch)
+            idx = self.select_fake(logit_fake, step)  # top-k: G's score term on the k best-scored fakes
+            loss = self.objective.generator_score_loss(logit_real, logit_fake if idx is None else logit_fake[idx])
             terms = self._regularize(step)
         total = loss + sum(terms.values()) if terms else loss
         return {"g_loss": loss, **terms, "g_total": total}

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gancollapse.losses import Objective
+
 
 def latent_distance_weight(z_dim: int, feature_dim: int) -> float:
     """λ_w = sqrt(d_z / d_f) (reference ``distgan_mnist.py``: sqrt(100/4096) = 0.15625)."""
@@ -100,3 +102,21 @@ def generator_score_loss(logit_real: Tensor, logit_fake: Tensor) -> Tensor:
 
 __all__ = ["latent_distance_weight", "reconstruction_loss", "score_weights", "discriminator_score_loss",
            "interpolate", "slope_penalty", "generator_score_loss"]
+
+
+class DistGANObjective(Objective):
+    """Dist-GAN's three losses as the run's objective (``loss=distgan``): the R, D and G steps of
+    :class:`~gancollapse.models.distgan.DistGANModule` call them through this object, so the run's applied
+    record names the loss its step really used. ``d_loss``/``g_loss`` of a plain GAN do not exist here."""
+
+    name = "distgan"
+    gan_objective = False  # not a d_loss/g_loss pair: only Dist-GAN's step can use it
+
+    reconstruction_loss = staticmethod(reconstruction_loss)
+    discriminator_score_loss = staticmethod(discriminator_score_loss)
+    generator_score_loss = staticmethod(generator_score_loss)
+
+    def d_loss(self, real: Tensor, fake: Tensor) -> Tensor:
+        raise TypeError("DistGANObjective is Dist-GAN's own loss (model=distgan_mnist); a plain GAN step cannot use it")
+
+    g_loss = d_loss  # type: ignore[assignment]

@@ -26,20 +26,25 @@ Our readings where the paper and its README are silent (the MBRCE-AAE code was n
 
 - The sign convention: E *maximises* the divergence between real and generated codes ("push away") and G
   minimises it ("pull back"); λ (``lambda_div``) weighs both. The divergence is the design's ``cs2`` by
-  default, with one median-heuristic bandwidth per call, pooled over U and V and detached.
+  default, with one median-heuristic bandwidth per call, pooled over U and V and differentiated through
+  (``bandwidth_grad``), so D depends on the codes' shape, not their scale (see :mod:`gancollapse.aae.renyi`).
 - In the ``g`` step the real codes U are computed without gradient, so only V moves; in the ``e`` step the
   fakes are generated without gradient (as ALAE's D step), with style mixing in both (ALAE mixes in both).
 - Each step draws a fresh z, as ALAE's ``model.py`` does (``generate(count=…)`` in every step).
-- The optional R1 of a divergence estimator (``r1_gamma`` > 0; default 0 for MBRCE) penalises the gradient of
-  the batch quantity w.r.t. each real image, scaled to a per-sample size: γ/2 · mean_i ‖n·∂D/∂x_i‖², the
-  analogue of ALAE's γ/2 · mean_i ‖∂d_i/∂x_i‖² for a head that scores each sample.
+- The R1 of a divergence estimator (``r1_gamma`` > 0) penalises the gradient of the batch quantity w.r.t. each
+  real image, scaled to a per-sample size: γ/2 · mean_i ‖n·∂D/∂x_i‖², the analogue of ALAE's
+  γ/2 · mean_i ‖∂d_i/∂x_i‖² for a head that scores each sample. The module's default is 0; the MBRCE and ALAE
+  experiments both set ALAE's γ = 10, so that they differ in the latent term alone (``spectral`` refuses R1:
+  its eigendecompositions have no double backward).
 - The latent discriminator head D is unused (frozen, outside every optimizer) unless ``estimator=logistic``.
 - Optimizers are ALAE's: Adam β = (0, 0.99), ε = 1e-8, lr per lod; the state reset at a lod change covers
   both Adams, as ALAE's ``LODDriver.set_epoch``.
 - The EMA covers F and G only (the sampling nets); samples, reconstructions and evaluation decode with the
   EMA G (``eval_ema``) and encode with the live E. ALAE's sampling model also averages E.
-- Under DDP each rank estimates D on its own share of the batch (B / world samples) and the gradients are
-  averaged, as ALAE's per-rank losses; the global batch of the schedule is B.
+- Under DDP every rank gathers the codes of all ranks with gradient (:func:`gather_codes`) and estimates D on
+  the global batch of B samples, the batch a single process would see; per-shard estimates would be a
+  different, noisier quantity (a kernel divergence is not a mean over samples). ALAE's per-sample losses
+  need no gather: DDP's average of per-rank means is the global mean.
 - Per-lod lists must name every lod (ALAE reuses the last entry silently); batch sizes are global and are
   divided by the DDP world size, which must divide them.
 """
@@ -54,9 +59,11 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from gancollapse.aae.alae import ALAE, alae_channels, set_learning_rate, synthesize
@@ -64,10 +71,12 @@ from gancollapse.aae.checkpoints import LodCheckpoint
 from gancollapse.aae.ema import ema_beta
 from gancollapse.aae.lod import LodSchedule, blend_real_images, lod_of
 from gancollapse.aae.renyi import ESTIMATORS, KERNELS, renyi_divergence
-from gancollapse.build import build_datamodule, instantiate_checked
-from gancollapse.callbacks import MaxGSteps
+from gancollapse.data import images_of
+from gancollapse.instantiate import build_datamodule, instantiate_checked, prior_config
+from gancollapse.models.contract import ConfigUse
 from gancollapse.models.distgan import frozen
-from gancollapse.models.phased import PhaseBatch, PhasedModule, _as_batch, _inner
+from gancollapse.models.phased import PhaseBatch, PhasedModule, _inner
+from gancollapse.runio import RunError
 from gancollapse.samplers.prior import PriorSampler
 
 log = logging.getLogger("gancollapse")
@@ -92,11 +101,40 @@ def alae_generator_loss(d_fake: Tensor) -> Tensor:
     return F.softplus(-d_fake).mean()
 
 
-def divergence_r1(divergence: Tensor, real: Tensor, r1_gamma: float) -> Tensor:
-    """γ/2 · mean_i ‖n·∂D/∂x_i‖² for a batch quantity D of the n real images x (our R1 for a divergence)."""
+def divergence_r1(divergence: Tensor, real: Tensor, r1_gamma: float, world_size: int = 1) -> Tensor:
+    """γ/2 · mean_i ‖n·∂D/∂x_i‖² for a batch quantity D of the n real images x (our R1 for a divergence).
+
+    ``real`` is this process's share; with ``world_size`` W > 1, D is the divergence of the gathered codes
+    (:func:`gather_codes`), n = W·len(real), and the mean runs over the local images (DDP averages the W
+    means). Every rank holds the same D and the gather's backward sums the ranks' gradients, so autograd
+    returns W·∂D/∂x_i: divided out here.
+    """
     (grad,) = torch.autograd.grad(divergence, real, create_graph=True)
-    n = real.shape[0]
+    n, grad = real.shape[0] * world_size, grad / world_size
     return (0.5 * r1_gamma) * (n * grad).pow(2).flatten(1).sum(dim=1).mean()
+
+
+def code_scale(u: Tensor) -> dict[str, Tensor]:
+    """Size of this process's real codes U (n, d), detached, for the training log: ``code_norm`` = mean ‖u_i‖,
+    ``code_spread`` = RMS ‖u_i − ū‖, the scale a kernel bandwidth sees. ALAE's latent autoencoding step pulls
+    the norm towards that of w = F(z) whatever the latent loss; a divergence that E can raise by rescaling
+    the codes shows up in the spread."""
+    u = u.detach().flatten(1)
+    return {"code_norm": u.norm(dim=1).mean(), "code_spread": (u - u.mean(dim=0)).pow(2).sum(dim=1).mean().sqrt()}
+
+
+def gather_codes(x: Tensor) -> Tensor:
+    """Every process's rows of x, concatenated in rank order, with gradient (the whole batch's codes).
+
+    ``torch.distributed.nn.functional.all_gather``: its backward sums, over ranks, each rank's gradient for
+    this rank's rows. Each rank computes the same divergence of the gathered codes, so a rank's codes get W
+    times the divergence's gradient and DDP's average of the W ranks' parameter gradients is exactly the
+    gradient of the divergence of the global batch. Needs an initialised process group and the same number
+    of rows on every rank (the progressive loader gives every rank full batches).
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError("gather_codes needs an initialised torch.distributed process group (world size > 1)")
+    return torch.cat(dist_nn.all_gather(x), dim=0)
 
 
 def latent_autoencoding_loss(w_rec: Tensor, w: Tensor) -> Tensor:
@@ -179,6 +217,10 @@ class MBRCEAAEModule(PhasedModule):
         alpha: Rényi order (2 for cs2/jr2; any > 0 except 1 for spectral).
         kernel: ``gaussian`` or ``laplacian``.
         sigma2: kernel bandwidth σ² (> 0); null: the median heuristic per batch.
+        bandwidth_grad: differentiate through the median bandwidth, so D is invariant to one common rescaling of
+            the codes (default); false: the median is a constant in the backward pass (the seed's behaviour,
+            which lets E raise D by inflating its codes). Applied only with ``sigma2`` null and a matrix-based
+            estimator; :attr:`bandwidth_grad` holds what the run does.
         spectral_eps: regulariser of the spectral estimator's matrix powers.
         lambda_div: λ, the weight of the divergence in the ``e`` and ``g`` steps (> 0).
         r1_gamma: R1 weight γ on real images in the ``e`` step (ALAE: 10; 0: off).
@@ -199,18 +241,27 @@ class MBRCEAAEModule(PhasedModule):
     #: phases that step several optimizers at once (ALAE's autoencoding step)
     joint_phases: Mapping[str, tuple[str, ...]] = {"ae": ("e", "g")}
     log_phase = "g"
+    #: R1 on real images is the encoder step's own term (``r1_gamma``); no other regularizer hook is called
+    R1_TARGET = "gancollapse.regularizers.r1.R1"
+    config_use = ConfigUse("MBRCE-AAE/ALAE", nets=(), losses=(),
+                           loss_hint="its latent loss is model.module.estimator (cs2, jr2, spectral, logistic = "
+                                     "ALAE): use loss=none (the mbrce_aae_* / alae_* experiments set it)",
+                           hooks=frozenset(), mapped={R1_TARGET: "model.module.r1_gamma"}, keys=frozenset(),
+                           samplers=False, d_features=False)
+    optim_keys_refused = {"lr": "MBRCE-AAE/ALAE sets the learning rate per lod from model.module.learning_rates"}
 
     def __init__(self, image_size: int, image_channels: int = 3, latent_dim: int = 512, mapping_layers: int = 8,
                  channels: Sequence[int] | None = None, start_channels: int = 64, max_channels: int = 512,
                  d_layers: int = 3, estimator: str = "cs2", alpha: float = 2.0, kernel: str = "gaussian",
-                 sigma2: float | None = None, spectral_eps: float = 1e-6, lambda_div: float = 1.0,
-                 r1_gamma: float = 0.0, style_mixing_prob: float = 0.9,
+                 sigma2: float | None = None, bandwidth_grad: bool = True, spectral_eps: float = 1e-6,
+                 lambda_div: float = 1.0, r1_gamma: float = 0.0, style_mixing_prob: float = 0.9,
                  epochs_per_lod: int | Sequence[int] = 6, batch_sizes: int | Sequence[int] = 32,
                  learning_rates: float | Sequence[float] = 0.0015, transition: float = 0.5,
                  ema_half_life: float = 10_000.0, adam_betas: Sequence[float] = (0.0, 0.99),
                  adam_eps: float = 1e-8, truncation_psi: float | None = 0.7, truncation_cutoff: int = 8,
                  eval_ema: bool = True, optim: DictConfig | Mapping | None = None, log_every_n_steps: int = 50,
-                 skip_nonfinite: bool = True, accumulate_grad_batches: int = 1) -> None:
+                 skip_nonfinite: bool = True, accumulate_grad_batches: int = 1,
+                 prior: PriorSampler | None = None) -> None:
         super().__init__()
         if int(accumulate_grad_batches) != 1:
             raise ValueError("accumulate_grad_batches must be 1 for MBRCE-AAE/ALAE: the lod schedule counts one "
@@ -268,9 +319,16 @@ class MBRCEAAEModule(PhasedModule):
                          d_layers=int(d_layers))
         self.ema = self.alae.make_ema()
         self.z_dim, self.latent_dim, self.channels = int(latent_dim), int(latent_dim), channels
-        self.sampler = PriorSampler()
+        self.prior = prior or PriorSampler()
         self.estimator, self.alpha, self.kernel = estimator, alpha, kernel
         self.sigma2 = None if sigma2 is None else float(sigma2)
+        # What the step does, for the run's record: there is a bandwidth to differentiate only when it is the
+        # median of a matrix-based estimator's codes.
+        self.bandwidth_grad = bool(bandwidth_grad) and self.sigma2 is None and estimator != "logistic"
+        if self.sigma2 is not None and estimator != "logistic":
+            log.warning("model.module.sigma2=%s fixes the kernel bandwidth: D is then not invariant to a common "
+                        "rescaling of the codes, and E can raise it by inflating them (sigma2=null follows them)",
+                        self.sigma2)
         self.spectral_eps, self.lambda_div, self.r1_gamma = float(spectral_eps), float(lambda_div), float(r1_gamma)
         self.style_mixing_prob, self.transition = float(style_mixing_prob), float(transition)
         self.ema_half_life = float(ema_half_life)
@@ -309,7 +367,46 @@ class MBRCEAAEModule(PhasedModule):
                 sizes["image_channels"] = int(dm.channels)
         optim = {k: instantiate(v) for k, v in (cfg.get("optim") or {}).items() if v is not None}
         extra = {k: cfg[k] for k in ("log_every_n_steps", "skip_nonfinite", "accumulate_grad_batches") if k in cfg}
-        return instantiate_checked(node, optim=optim, **sizes, **extra, _recursive_=False)
+        r1 = cls.r1_regularizer(cfg)
+        if r1 is not None:  # regularizer=r1 is this model's R1 term
+            sizes["r1_gamma"] = float(r1.get("gamma", 10.0))
+        return instantiate_checked(node, optim=optim, prior=instantiate_checked(prior_config(cfg)), **sizes, **extra,
+                                   _recursive_=False)
+
+    @classmethod
+    def r1_regularizer(cls, cfg: DictConfig) -> DictConfig | None:
+        """The ``regularizer`` entry that is R1, if any."""
+        return next((node for node in (cfg.get("regularizer") or {}).values()
+                     if node is not None and node.get("_target_") == cls.R1_TARGET), None)
+
+    @classmethod
+    def check_config_extra(cls, cfg: DictConfig) -> None:
+        """``regularizer=r1`` becomes ``model.module.r1_gamma``: refuse what that cannot express."""
+        super().check_config_extra(cfg)
+        r1 = cls.r1_regularizer(cfg)
+        if r1 is None:
+            return
+        if int(r1.get("every", 1)) != 1:
+            raise RunError(f"regularizer.r1.every={r1.every}: MBRCE-AAE/ALAE applies R1 at every encoder step "
+                           "(model.module.r1_gamma)", "drop the override (every=1)")
+        own = float(OmegaConf.select(cfg, "model.module.r1_gamma", default=0.0) or 0.0)
+        gamma = float(r1.get("gamma", 10.0))
+        if own > 0 and own != gamma:
+            raise RunError(f"regularizer.r1.gamma={gamma:g} and model.module.r1_gamma={own:g} both set R1's weight",
+                           "keep one of them (regularizer=r1 sets model.module.r1_gamma)")
+
+    def applied(self) -> dict[str, Any]:
+        alae = self.estimator == "logistic"
+        optimizers = self.applied_optimizers()
+        for record in optimizers.values():  # the lr of the record is the last stage's; the schedule sets it per lod
+            record["lr"] = list(self.learning_rates)
+        loss = "alae[logistic]" if alae else f"mbrce[{self.estimator}, alpha={self.alpha:g}, {self.kernel}]"
+        return {"model": "ALAE" if alae else "MBRCE-AAE", "loss": loss,
+                "regularizers": {"r1": {"type": "R1", "gamma": self.r1_gamma}} if self.r1_gamma > 0 else {},
+                "prior": self.prior.describe(), "optimizers": optimizers, "n_critic": 1,
+                "module": {"lambda_div": self.lambda_div, "sigma2": self.sigma2, "style_mixing_prob":
+                           self.style_mixing_prob, "epochs_per_lod": list(self.epochs_per_lod),
+                           "batch_sizes": list(self.batch_sizes), "ema_half_life": self.ema_half_life}}
 
     # ------------------------------------------------------------------ schedule
     def configure_schedule(self, dataset_size: int, world_size: int = 1) -> LodSchedule:
@@ -357,8 +454,7 @@ class MBRCEAAEModule(PhasedModule):
             raise ValueError("MBRCE-AAE/ALAE changes resolution and batch between epochs: set "
                              "trainer.reload_dataloaders_every_n_epochs=1")
         top_start = self._schedule().total_epochs_to_top()
-        step_limit = any(isinstance(c, MaxGSteps) for c in trainer.callbacks)
-        if not step_limit and trainer.max_epochs not in (None, -1) and trainer.max_epochs <= top_start:
+        if self.max_g_steps is None and trainer.max_epochs not in (None, -1) and trainer.max_epochs <= top_start:
             raise ValueError(f"trainer.max_epochs={trainer.max_epochs} ends before the top lod {self.max_lod}, which "
                              f"starts at epoch {top_start} (model.module.epochs_per_lod={self.epochs_per_lod}): set "
                              f"trainer.max_epochs >= {top_start + 1} (ALAE: sum of epochs_per_lod)")
@@ -407,21 +503,21 @@ class MBRCEAAEModule(PhasedModule):
             self.ema.update(self.alae.ema_modules(), beta)
 
     # ------------------------------------------------------------------ phases
-    def sample_z(self, n: int) -> Tensor:
-        return self.sampler.prior(n, self.z_dim, self.device)
-
     def phases(self) -> list[str]:
         return ["e", "g", "ae"]
 
     def phase_batch(self, batch: Any) -> PhaseBatch:
         self._start_batch()
-        real = blend_real_images(_as_batch(batch), self.lod, self.blend)
+        real = blend_real_images(images_of(batch), self.lod, self.blend)
         return PhaseBatch(real, self.sample_z(real.shape[0]))
 
     def divergence(self, u: Tensor, v: Tensor) -> Tensor:
-        """D(U, V) in bits with the configured estimator (matrix-based; not ``logistic``)."""
+        """D(U, V) in bits with the configured estimator (matrix-based; not ``logistic``), on the codes of the
+        whole global batch: under DDP each rank gathers all ranks' U and V with gradient first."""
+        if self.world_size > 1:
+            u, v = gather_codes(u), gather_codes(v)
         return renyi_divergence(u, v, self.alpha, self.estimator, self.sigma2, kernel=self.kernel,
-                                eps=self.spectral_eps)
+                                eps=self.spectral_eps, bandwidth_grad=self.bandwidth_grad)
 
     def _fake(self, z: Tensor, mix_prob: float) -> tuple[Tensor, Tensor]:
         images, w = self.alae.generate(z, self.lod, self.blend, mix_prob=mix_prob, return_w=True)
@@ -440,9 +536,10 @@ class MBRCEAAEModule(PhasedModule):
             div = renyi_divergence(d_real.detach(), d_fake.detach(), estimator="logistic")
         else:
             div = self.divergence(u, v)
-            r1 = divergence_r1(div, real, self.r1_gamma) if self.r1_gamma > 0 else torch.zeros((), device=u.device)
+            r1 = (divergence_r1(div, real, self.r1_gamma, self.world_size) if self.r1_gamma > 0
+                  else torch.zeros((), device=u.device))
             loss = -self.lambda_div * div + r1
-        return {"loss": loss, "e_loss": loss, "divergence": div.detach(), "r1": r1.detach()}
+        return {"loss": loss, "e_loss": loss, "divergence": div.detach(), "r1": r1.detach(), **code_scale(u)}
 
     def g_loss(self, pb: PhaseBatch) -> dict[str, Tensor]:
         lod, blend = self.lod, self.blend
@@ -525,5 +622,5 @@ class MBRCEAAEModule(PhasedModule):
         self.sched_batches = int(state.get("sched_batches", 0))
 
 
-__all__ = ["JointOptimizer", "MBRCEAAEModule", "alae_discriminator_loss", "alae_generator_loss", "divergence_r1",
-           "latent_autoencoding_loss"]
+__all__ = ["JointOptimizer", "MBRCEAAEModule", "alae_discriminator_loss", "alae_generator_loss", "code_scale",
+           "divergence_r1", "gather_codes", "latent_autoencoding_loss"]

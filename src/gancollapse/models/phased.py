@@ -13,8 +13,8 @@ non-finite skipping, NudgedAdam's spectral nudge, gradient-accumulation counters
 counters that logging reads at intervals. Non-finite skipping takes one of three paths (:func:`skip_path`):
 fused optimizers take a found-inf flag on the device, as ``torch.amp.GradScaler`` does; other optimizers on
 an accelerator step and are restored where the flag is set (no host sync either); on the CPU, where reading
-a flag back costs nothing, the flag is read and a bad step simply gets no gradients. The layout follows the phase loop of
-stylegan2-ada-pytorch (``training/training_loop.py``: phases with their own optimizer and interval) and
+a flag back costs nothing, the flag is read and a bad step simply gets no gradients. The layout follows the
+phase loop of stylegan2-ada-pytorch (``training/training_loop.py``: phases with their own optimizer and interval) and
 compare_gan's ModularGAN (losses and penalties as pluggable pieces around one step).
 """
 
@@ -24,7 +24,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -36,16 +36,10 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from gancollapse.data import images_of
+from gancollapse.models.contract import ConfigUse, describe_optimizer
 from gancollapse.optim.nudged_adam import NudgedAdam
-
-
-def _as_batch(batch: Any) -> Tensor:
-    """Datamodules yield a tensor or an (images, labels) pair; GANs only use the images."""
-    if isinstance(batch, (list, tuple)):
-        return batch[0]
-    if isinstance(batch, Mapping):
-        return batch["image"]
-    return batch
+from gancollapse.samplers.prior import PriorSampler
 
 
 @dataclass
@@ -207,6 +201,18 @@ class PhasedModule(L.LightningModule):
     channels_last: bool = False
     #: start a new CUDA-graph generation before each phase (nets compiled with ``mode="reduce-overhead"``).
     cudagraph_steps: bool = False
+    #: what the step reads from the run config (:func:`gancollapse.models.contract.check_config` refuses the rest)
+    config_use: ClassVar[ConfigUse]
+    #: ``optim.<name>.<arg>`` keys the model sets itself, with why (refused at start-up)
+    optim_keys_refused: ClassVar[Mapping[str, str]] = {}
+    #: the latent prior p0(z) of training and evaluation (``prior`` config group)
+    prior: PriorSampler
+    #: the run's length in G steps (``max_g_steps``; set by :func:`gancollapse.build.build_module`), None when
+    #: epochs decide it: schedules tied to the run's length read it
+    max_g_steps: int | None = None
+    #: simultaneous updates: every phase of a step takes its gradient before any phase steps (ALI/PacGAN's
+    #: one theano update, the Unrolled GAN notebook's one ``sess.run``); False: each phase steps in turn.
+    simultaneous: bool = False
     #: non-finite skipping without host syncs (True), with a host check (False) or by device (None: host
     #: check on the CPU); see :func:`skip_path`. Fused optimizers skip on the device either way.
     sync_free_skip: bool | None = None
@@ -248,7 +254,34 @@ class PhasedModule(L.LightningModule):
         self._pending_logs: dict[str, Tensor] = {}
         self.nudge_metrics: dict[str, float] = {}
 
-    def sample_z(self, n: int) -> Tensor:
+    @classmethod
+    def check_config_extra(cls, cfg: DictConfig) -> None:
+        """Model-specific refusals beyond :attr:`config_use` (raise RunError naming the key); here: NudgedAdam
+        with gradient accumulation (its spectral check needs the whole gradient of one loss)."""
+        from gancollapse.runio import RunError
+
+        if int(cfg.get("accumulate_grad_batches", 1) or 1) > 1:
+            nudged = [k for k, v in (cfg.get("optim") or {}).items() if v is not None and "NudgedAdam" in str(v.get("_target_", ""))]
+            if nudged or OmegaConf.select(cfg, "model.module.nudge"):
+                raise RunError(f"accumulate_grad_batches={cfg.accumulate_grad_batches}: NudgedAdam's spectral check "
+                               "needs the whole gradient of one loss", "use accumulate_grad_batches=1 with the nudge")
+
+    def sample_z(self, n: int, device: torch.device | str | None = None,
+                 generator: torch.Generator | None = None) -> Tensor:
+        """n draws of the training prior (on ``device``, default the module's; from ``generator`` if given)."""
+        return self.prior.prior(n, self.z_dim, self.device if device is None else device, generator)
+
+    # ------------------------------------------------------------------ the applied record
+    def applied_optimizers(self) -> dict[str, Any]:
+        """Each optimizer as it steps: type and hyperparameters read from the optimizer objects."""
+        if self._trainer is not None and self.trainer.optimizers:
+            opts = list(self.trainer.optimizers)
+        else:
+            opts = list(getattr(self, "_standalone_opts", None) or [])
+        return {name: describe_optimizer(opt) for name, opt in zip(self.optimizer_names, opts, strict=False)}
+
+    def applied(self) -> dict[str, Any]:
+        """What the step used, read from the objects it called (``summary.json["applied"]``)."""
         raise NotImplementedError
 
     def use_channels_last(self, *nets: torch.nn.Module) -> None:
@@ -335,7 +368,7 @@ class PhasedModule(L.LightningModule):
 
     def phase_batch(self, batch: Any) -> PhaseBatch:
         """What the phases of one step share; GAN-like models draw D's z here."""
-        real = _as_batch(batch)
+        real = images_of(batch)
         if self.channels_last and real.dim() == 4:
             real = real.contiguous(memory_format=torch.channels_last)
         return PhaseBatch(real, self.sample_z(real.shape[0]))
@@ -343,14 +376,22 @@ class PhasedModule(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int = 0) -> None:
         pb = self.phase_batch(batch)
         logged_before = self.steps.get(self.log_phase, 0)
+        due: list[tuple[str, Tensor]] = []
         for phase in self.phases():
             if self.cudagraph_steps:
                 # The previous phase's graph outputs are dead (its backward and step are done): say so, or
                 # CUDA-graph trees keep them alive and refuse to replay a graph that would overwrite them.
                 torch.compiler.cudagraph_mark_step_begin()
             out = getattr(self, f"{phase}_loss")(pb)
-            self._update(out["loss"], phase)
+            if self.simultaneous:
+                # every phase's gradient at the parameters the step started from; all steps afterwards
+                if self._backward(out["loss"], phase):
+                    due.append((phase, out["loss"]))
+            else:
+                self._update(out["loss"], phase)
             self._pending_logs.update({k: v for k, v in out.items() if k != "loss"})
+        for phase, loss in due:
+            self._step(loss, phase)
         done = self.steps.get(self.log_phase, 0)
         if done != logged_before and done % self.log_every_n_steps == 0:
             self.emit_logs(self._pending_logs)
@@ -360,8 +401,15 @@ class PhasedModule(L.LightningModule):
 
         Owns: gradient accumulation (the optimizer steps on the A-th micro-batch), NudgedAdam's spectral
         check when it is due, non-finite skipping on the device, the per-phase step and skip counters, and
-        :meth:`after_update`.
+        :meth:`after_update`. Its two halves, :meth:`_backward` and :meth:`_step`, are called apart for
+        :attr:`simultaneous` updates.
         """
+        if self._backward(loss, phase):
+            self._step(loss, phase)
+
+    def _backward(self, loss: Tensor, phase: str) -> bool:
+        """The gradient half of :meth:`_update`; True when this micro-batch completes the optimizer's
+        accumulation, i.e. :meth:`_step` is due."""
         opt = self._optimizer(phase)
         inner = _inner(opt)
         micro = self.micro.get(phase, 0)
@@ -380,12 +428,15 @@ class PhasedModule(L.LightningModule):
                 scaled.backward()
             else:
                 self.manual_backward(scaled)
-        if not last:
-            return
+        return last
+
+    def _step(self, loss: Tensor, phase: str) -> None:
+        """The parameter half of :meth:`_update`: the (guarded) optimizer step, counters, :meth:`after_update`."""
+        opt = self._optimizer(phase)
         if self.skip_nonfinite:
             self._guarded_step(opt, loss, phase)
         else:
-            self._step(opt)
+            self._opt_step(opt)
         self.steps[phase] = self.steps.get(phase, 0) + 1
         self.after_update(phase)
 
@@ -403,18 +454,18 @@ class PhasedModule(L.LightningModule):
                 # Torch optimizers pass over parameters without .grad: this step changes neither weights nor
                 # state, yet it is still a step to Lightning (global_step, checkpoint cadence) as on a device.
                 opt.zero_grad(set_to_none=True)
-            self._step(opt)
+            self._opt_step(opt)
             self._skips[phase] = skips + int(bad)
             self._streak[phase] = streak + 1 if bad else 0
             return
         found = found_nonfinite(loss, params)
         if earlier is not None:
             found = torch.maximum(earlier, found)
-        masked_step(opt, found, lambda: self._step(opt))
+        masked_step(opt, found, lambda: self._opt_step(opt))
         self._skips[phase] = skips + found
         self._streak[phase] = (streak + found) * found  # +1 on a skipped step, back to 0 on a taken one
 
-    def _step(self, opt: Any) -> None:
+    def _opt_step(self, opt: Any) -> None:
         """``opt.step()``; on the ``direct`` path the wrapped optimizer's own, counted as Lightning counts it."""
         inner = _inner(opt)
         if self.hook_path != "direct" or inner is opt or self._trainer is None:

@@ -143,14 +143,14 @@ class DCGANDiscriminator(nn.Module):
                 if isinstance(m, (nn.Conv2d, nn.Linear)):
                     _sn(m)
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.head(self.features(x).flatten(1))
-        if not self.stochastic:
-            return h
-        mu, logvar = h.chunk(2, dim=1)
-        if self.force_mean or (self.deterministic_eval and not self.training):
-            return mu
-        return reparameterize(mu, logvar)
+    def forward(self, x: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """D(x); with ``return_features`` also the flattened last conv map (B, flat_dim), the head's input."""
+        f = self.features(x).flatten(1)
+        h = self.head(f)
+        if self.stochastic:
+            mu, logvar = h.chunk(2, dim=1)
+            h = mu if self.force_mean or (self.deterministic_eval and not self.training) else reparameterize(mu, logvar)
+        return (h, f) if return_features else h
 
 
 class DCGAN32Generator(DCGANGenerator):

@@ -176,6 +176,8 @@ class ManifoldEntropy(Regularizer):
             same slot of the previous batch) instead of the FIFO of the last S codes (:class:`ReplayBuffer`).
     """
 
+    replayable_d_terms = False  # every d_terms call pushes D's codes into the replay buffer
+
     def __init__(
         self,
         sigma: float = 5e-4,

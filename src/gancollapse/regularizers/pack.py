@@ -13,7 +13,8 @@ loss, any D and any other regularizer without touching the configs of the nets:
 * a forward pre-hook packs D's input, and a forward hook repeats each pack's output m times
   (``repeat_interleave``), so D still returns one row per image. Every loss is a mean over rows, so its value
   and gradients are exactly the packed loss's (each pack counted m/B times instead of 1/(B/m)); the module's
-  concatenated real+fake forward, top-k and logging work unchanged.
+  concatenated real+fake forward, top-k and logging work unchanged. D's features (``return_features=True``)
+  are repeated the same way.
 
 The batch given to D must be a multiple of m (a pack never mixes real with fake). ``m = 1`` changes nothing.
 Input-gradient penalties (WGAN-GP, R1) differentiate the sum of D's rows, so under packing they penalise the
@@ -106,7 +107,9 @@ class Pack(Regularizer):
         def pack_input(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
             return (pack(args[0], m), *args[1:])
 
-        def unpack_output(_module: nn.Module, _args: tuple[Any, ...], out: Tensor) -> Tensor:
+        def unpack_output(_module: nn.Module, _args: tuple[Any, ...], out: Tensor | tuple[Tensor, ...]) -> Any:
+            if isinstance(out, tuple):  # forward(x, return_features=True): (scores, features), one row per pack
+                return tuple(unpack_scores(o, m) for o in out)
             return unpack_scores(out, m)
 
         discriminator.register_forward_pre_hook(pack_input)

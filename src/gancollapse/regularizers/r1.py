@@ -7,10 +7,10 @@ from torch import Tensor
 from gancollapse.regularizers.base import Regularizer, Step, input_gradient
 
 
-def r1_penalty(discriminator, real: Tensor) -> Tensor:
-    """E_x ‖∇_x D(x)‖² over real samples (without the γ/2 factor)."""
-    _, grad = input_gradient(discriminator, real)
-    return grad.reshape(grad.shape[0], -1).pow(2).sum(dim=1).mean()
+def r1_penalty(discriminator, real: Tensor, batch_dims: int = 1) -> Tensor:
+    """E_x ‖∇_x D(x)‖² over real samples (without the γ/2 factor); ``batch_dims=2``: one per ensemble member."""
+    _, grad = input_gradient(discriminator, real, batch_dims=batch_dims)
+    return grad.reshape(*grad.shape[:batch_dims], -1).pow(2).sum(dim=-1).mean(dim=-1)
 
 
 class R1(Regularizer):

@@ -13,15 +13,19 @@ class PriorSampler:
 
     def __init__(self, distribution: Literal["normal", "uniform"] = "normal", low: float = -1.0, high: float = 1.0):
         if distribution not in ("normal", "uniform"):
-            raise ValueError(f"sampler.distribution must be 'normal' or 'uniform', got {distribution!r}")
+            raise ValueError(f"prior.distribution must be 'normal' or 'uniform', got {distribution!r}")
         if distribution == "uniform" and not low < high:
-            raise ValueError(f"sampler.low must be < sampler.high, got {low} >= {high}")
+            raise ValueError(f"prior.low must be < prior.high, got {low} >= {high}")
         self.distribution, self.low, self.high = distribution, float(low), float(high)
 
     def prior(self, n: int, z_dim: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None) -> Tensor:
         if self.distribution == "normal":
             return torch.randn(n, z_dim, device=device, generator=generator)
         return torch.rand(n, z_dim, device=device, generator=generator) * (self.high - self.low) + self.low
+
+    def describe(self) -> str:
+        """``normal`` or ``uniform[low,high]`` (the run's applied record)."""
+        return "normal" if self.distribution == "normal" else f"uniform[{self.low:g},{self.high:g}]"
 
     def log_prob(self, z: Tensor) -> Tensor:
         """log p0(z) up to a constant (used by energy-based samplers)."""

@@ -11,12 +11,11 @@ torchvision's ``make_grid``/``save_image``:
   (the first ``cutoff`` style layers: the low resolutions) of its source and the rest of its target.
 
 All at the module's current lod (the top lod after a full run); real images are the held-out split at that lod.
-CLI: ``python -m gancollapse.aae.figures <run dir> [--what samples|recon|interp|stylemix|all] [--which last]``.
+CLI: ``python -m gancollapse.figures_aae <run dir> [--what samples|recon|interp|stylemix|all] [--which last]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,8 +26,7 @@ from torchvision.utils import make_grid, save_image
 
 from gancollapse.aae.alae import mix_styles
 from gancollapse.aae.lod import blend_real_images
-from gancollapse.api import load
-from gancollapse.data.images import to_float
+from gancollapse.data.convert import to_float
 from gancollapse.data.progressive import ProgressiveTFRecordDataModule
 from gancollapse.models.mbrce_aae import MBRCEAAEModule
 
@@ -146,40 +144,3 @@ def write_figures(module: MBRCEAAEModule, datamodule: ProgressiveTFRecordDataMod
     for name, path in paths.items():
         log.info("%s: %s", name, path)
     return paths
-
-
-# ---------------------------------------------------------------------------- CLI
-def load_run(run_dir: str | Path, which: str = "last",
-             map_location: str = "cpu") -> tuple[MBRCEAAEModule, ProgressiveTFRecordDataModule]:
-    """(module, datamodule) of a run directory; ``which``: ``last``, ``best`` or ``lod<k>`` (checkpoints/lod<k>.ckpt)."""
-    run_dir = Path(run_dir)
-    target = run_dir / "checkpoints" / f"{which}.ckpt" if which.startswith("lod") else run_dir
-    if which.startswith("lod") and not target.is_file():
-        raise FileNotFoundError(f"{target} not found: the run has not finished lod {which[3:]}")
-    handle = load(target, which="best" if which == "best" else "last", map_location=map_location)
-    if handle.checkpoint is None:
-        raise FileNotFoundError(f"{run_dir} has no checkpoint yet: train first (make mbrce-train RUN={run_dir})")
-    datamodule = handle.datamodule()
-    datamodule.setup()
-    return handle.module, datamodule
-
-
-def main(argv: list[str] | None = None) -> dict[str, Path]:
-    parser = argparse.ArgumentParser(description="Figures of an MBRCE-AAE / ALAE run (into <run>/figures/).")
-    parser.add_argument("run_dir")
-    parser.add_argument("--what", default="all", help=f"one of {FIGURES} or all (comma-separated list allowed)")
-    parser.add_argument("--which", default="last", help="checkpoint: last, best or lod<k>")
-    parser.add_argument("--out", default=None, help="output folder (default <run>/figures)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    what = FIGURES if args.what == "all" else tuple(w.strip() for w in args.what.split(","))
-    module, dm = load_run(args.run_dir, args.which)
-    paths = write_figures(module, dm, args.out or Path(args.run_dir) / "figures", what, seed=args.seed)
-    for name, path in paths.items():
-        print(f"{name}: {path}")
-    return paths
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
-    main()

@@ -15,36 +15,31 @@ feature extractors, cached real statistics, FID/KID/PRDC and, with a classifier,
   training split and cached when ``classifier: auto`` finds none) labels ``n_samples`` generated images;
   a class is covered when it receives at least ``coverage_min_fraction`` of its fair share. Also the
   classifier's accuracy on reconstructions (does G(E(x)) keep the digit?).
-- **Figures** (:mod:`gancollapse.aae.figures`) into ``<run>/figures/`` at the end of training.
+- **Figures** (:mod:`gancollapse.metrics.aae_figures`) into ``<run>/figures/`` at the end of training.
 
 The end-of-training metrics go into ``summary.json`` (through ``pl_module.latest_eval``). CLI for a finished or
-interrupted run: ``python -m gancollapse.aae.evaluate <run dir> [--which last|best|lod<k>] [--no-figures]``.
+interrupted run: ``python -m gancollapse.evaluate_aae <run dir> [--which last|best|lod<k>] [--no-figures]``.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import Tensor
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from gancollapse.aae.figures import load_run, write_figures
 from gancollapse.aae.lod import blend_real_images
 from gancollapse.classifier import default_classifier_path, predict_proba, save_classifier, train_classifier
-from gancollapse.data.images import to_float
+from gancollapse.data.convert import to_float
+from gancollapse.metrics.aae_figures import write_figures
 from gancollapse.metrics.features import RealStats, extract_features
-from gancollapse.metrics.fid import fid_from_features
+from gancollapse.metrics.fid import FID, fid_from_features
 from gancollapse.metrics.image_callback import ImageEvaluator
 from gancollapse.metrics.observatory import class_coverage
+from gancollapse.models.contract import Autoencoding, Progressive
 from gancollapse.runio import file_lock
 
 log = logging.getLogger("gancollapse")
@@ -86,6 +81,11 @@ class AAEEvaluator(ImageEvaluator):
         figure_seed: seed of the sample latents and held-out images in the figures.
     """
 
+    @property
+    def requires(self) -> tuple[type, ...]:
+        """Samples, an encoder and decoder (reconstructions), and the lod schedule (metrics at the top lod)."""
+        return (*super().requires, Autoencoding, Progressive)
+
     def __init__(self, n_recon: int | None = None, coverage_min_fraction: float = 0.1, classifier_epochs: int = 5,
                  figures: bool = True, figure_seed: int = 0, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -103,24 +103,11 @@ class AAEEvaluator(ImageEvaluator):
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.datamodule = datamodule
         gen = torch.Generator().manual_seed(self.seed)
-        self.eval_z = pl_module.sampler.prior(self.n_samples, pl_module.z_dim, "cpu", gen)
-        self.grid_z = pl_module.sampler.prior(max(self.grid_size, 1), pl_module.z_dim, "cpu", gen)
+        self.eval_z = pl_module.sample_z(self.n_samples, "cpu", gen)
+        self.grid_z = pl_module.sample_z(max(self.grid_size, 1), "cpu", gen)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.attach(pl_module, trainer.datamodule, Path(trainer.default_root_dir))
-
-    @contextlib.contextmanager
-    def seeded(self, device: torch.device) -> Iterator[None]:
-        """Fix the RNG (G's noise inputs) for an evaluation without disturbing training's random stream, so
-        a checkpoint evaluated again (CLI) gives the same numbers."""
-        devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.seed)
-            yield
-
-    def compute(self, pl_module: L.LightningModule) -> dict[str, float]:
-        with self.seeded(pl_module.device):
-            return super().compute(pl_module)
 
     @staticmethod
     def at_top(pl_module: L.LightningModule) -> bool:
@@ -160,22 +147,26 @@ class AAEEvaluator(ImageEvaluator):
         """Reconstruction metrics on the held-out split at the module's lod and, at the top lod with a
         classifier, class coverage of generated samples and the class accuracy of reconstructions."""
         device = pl_module.device
-        with self.seeded(device):
+        with self.isolated_rng(device):
+            self._prepare(device)  # may build the extractor and classifier: before the seeded generation
             return self._final_metrics(pl_module, device)
 
     def _final_metrics(self, pl_module: L.LightningModule, device: torch.device) -> dict[str, float]:
-        self._prepare(device)
         dm, lod = self.datamodule, int(pl_module.lod)
         images, labels = dm.held_out_uint8(self.n_recon, lod=lod, seed=self.seed)
         real = blend_real_images(to_float(images).to(device), lod, pl_module.blend)
-        recon = torch.cat([pl_module.reconstruct(b) for b in real.split(self.batch_size)]).float()
+        with self.seeded(device):
+            recon = torch.cat([pl_module.reconstruct(b) for b in real.split(self.batch_size)]).float()
         m = {f"recon/{k}": v for k, v in reconstruction_metrics(real, recon).items()}
         real_feats = extract_features(self._extractor, real, self.batch_size, device)
         recon_feats = extract_features(self._extractor, recon, self.batch_size, device)
-        m["recon/fid"] = fid_from_features(RealStats.from_features(real_feats), recon_feats, self.fid_backend)
+        # the backend of the generation FID (evaluator.metrics.fid.backend), so both FIDs are computed alike
+        backend = next((f.backend for f in self.metrics.values() if isinstance(f, FID)), "eigh")
+        m["recon/fid"] = fid_from_features(RealStats.from_features(real_feats), recon_feats, backend)
         m["recon/lod"] = float(lod)
         if self._classifier is not None and self.at_top(pl_module):
-            fake = torch.cat([pl_module.generate(z.shape[0], z=z.to(device)) for z in self.eval_z.split(self.batch_size)])
+            with self.seeded(device):
+                fake = torch.cat([pl_module.generate(z.shape[0], z=z.to(device)) for z in self.eval_z.split(self.batch_size)])
             m.update({f"class_coverage/{k}": v for k, v in
                       coverage_metrics(predict_proba(self._classifier, fake), self.coverage_min_fraction).items()})
             pred = predict_proba(self._classifier, recon).argmax(dim=1).cpu()
@@ -191,51 +182,3 @@ class AAEEvaluator(ImageEvaluator):
         pl_module.log_metrics(extras)
         if self.figures:
             write_figures(pl_module, self.datamodule, self.run_dir / "figures", seed=self.figure_seed)
-
-
-# ---------------------------------------------------------------------------- CLI
-def evaluate_run(run_dir: str | Path, which: str = "last", figures: bool = True) -> dict[str, float]:
-    """Evaluate a run directory's checkpoint as the end of training does; merges the metrics into its
-    ``summary.json`` and (``figures``) rewrites ``<run>/figures/``."""
-    run_dir = Path(run_dir)
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    if not cfg.get("evaluator"):
-        raise ValueError(f"{run_dir}/config.yaml has no evaluator (trained with evaluator=none): nothing says which "
-                         "features to use; rerun training with evaluator=aae")
-    module, dm = load_run(run_dir, which)
-    evaluator = instantiate(cfg.evaluator)
-    if not hasattr(evaluator, "final_metrics"):  # duck-typed: under `python -m` this module is __main__
-        raise ValueError(f"{run_dir}: evaluator {cfg.evaluator.get('_target_')} is not an AAEEvaluator; train with "
-                         "evaluator=aae")
-    evaluator.attach(module, dm, run_dir)
-    metrics: dict[str, float] = {}
-    if evaluator.at_top(module):
-        metrics.update(evaluator.compute(module))
-    else:
-        log.warning("checkpoint %s is at lod %d < top lod %d: FID/KID/PRDC skipped", which, module.lod, module.max_lod)
-    metrics.update(evaluator.final_metrics(module))
-    metrics = {k: float(v) for k, v in metrics.items()}
-    summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    summary.update(metrics)
-    summary_path.write_text(json.dumps(summary, indent=2))
-    if figures:
-        write_figures(module, dm, run_dir / "figures", seed=evaluator.figure_seed)
-    return metrics
-
-
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(description="Evaluate an MBRCE-AAE / ALAE run (metrics into summary.json).")
-    parser.add_argument("run_dir")
-    parser.add_argument("--which", default="last", help="checkpoint: last, best or lod<k>")
-    parser.add_argument("--no-figures", action="store_true", help="metrics only")
-    args = parser.parse_args(argv)
-    metrics = evaluate_run(args.run_dir, args.which, figures=not args.no_figures)
-    for k, v in metrics.items():
-        print(f"{k}: {v:.6g}")
-    return metrics
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
-    main()
