@@ -313,3 +313,43 @@ def test_every_step_is_counted_and_every_listener_called_on_both_paths(tmp_path,
     assert summary["g_steps"] == 4 and SeenPath.seen == {"path": "lightning" if listen else "direct",
                                                          "global_step": steps, "steps": steps}
     assert CountHooks.calls == ({"backward": steps, "step": steps} if listen else {})
+
+
+class Snapshot(L.Callback):
+    """The module's weights, its optimizers' states and learning rates, the path it took and Lightning's step
+    count, at the end of training."""
+
+    taken: dict[str, object] = {}
+
+    def on_train_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        Snapshot.taken = {
+            "path": pl_module.hook_path, "global_step": trainer.global_step,
+            "weights": {k: v.detach().clone() for k, v in pl_module.state_dict().items()},
+            "opt_state": [[v.clone() for s in o.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+                          for o in trainer.optimizers],
+            "lr": [g["lr"] for o in trainer.optimizers for g in o.param_groups],
+        }
+
+
+def test_direct_path_trains_the_same_weights_as_lightnings_path(tmp_path):
+    """The direct backward/step gives bitwise the weights, optimizer state, learning rates and step count of
+    Lightning's manual_backward / LightningOptimizer.step, with n_critic=2, weight clipping after D's steps
+    (after_update), Adam with a per-epoch StepLR crossing an epoch boundary and non-finite checks on."""
+    base = ["max_g_steps=7", "evaluator=none", "n_critic=2", "optim=adam", "regularizer=weight_clipping",
+            "regularizer.weight_clipping.clip=0.05", "dataset.n_samples=800",
+            "optim.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:1,gamma:0.5}",
+            "+callbacks.snap._target_=tests.test_module.Snapshot"]
+    taken = {}
+    for path, extra in (("direct", []), ("lightning", ["+callbacks.listen._target_=tests.test_module.OnlyStepHook"])):
+        Snapshot.taken = {}
+        run(compose_cfg([*base, *extra]), tmp_path / path)
+        taken[path] = Snapshot.taken
+        assert taken[path]["path"] == path
+    a, b = taken["direct"], taken["lightning"]
+    assert a["global_step"] == b["global_step"] == 7 * 3  # 2 D steps and 1 G step per G step
+    assert a["lr"] == b["lr"] and a["lr"][0] < 2e-4, "the scheduler stepped differently (or not at all)"
+    assert a["weights"].keys() == b["weights"].keys()
+    for k in a["weights"]:
+        assert torch.equal(a["weights"][k], b["weights"][k]), k
+    for sa, sb in zip(a["opt_state"], b["opt_state"], strict=True):
+        assert len(sa) == len(sb) > 0 and all(torch.equal(x, y) for x, y in zip(sa, sb, strict=True))
