@@ -5,13 +5,22 @@ from __future__ import annotations
 
 from functools import partial
 
+import lightning as L
 import pytest
 import torch
 from torch import nn
 
 from gancollapse.losses import NonSaturatingLoss, StandardLoss
+from gancollapse.models import phased
 from gancollapse.models.gan import GANModule
-from gancollapse.models.phased import PhaseBatch, found_nonfinite, masked_step
+from gancollapse.models.phased import (
+    PhaseBatch,
+    direct_path,
+    found_nonfinite,
+    masked_step,
+    nonfinite_on_host,
+    skip_path,
+)
 from gancollapse.nets.mlp import MLP
 from gancollapse.optim.nudged_adam import NudgedAdam
 from gancollapse.train import run
@@ -49,14 +58,21 @@ def test_phase_schedule_counts_d_and_g_steps():
     assert m.steps == {"d": 7, "g": 2}
 
 
-@pytest.mark.parametrize("optim", [
-    None,  # plain Adam: the generic masked step restores parameters and state
-    {"generator": partial(torch.optim.Adam, lr=1e-2, fused=True),
-     "discriminator": partial(torch.optim.Adam, lr=1e-2, fused=True)},  # the fused kernel's found_inf
-    {"generator": partial(torch.optim.RMSprop, lr=1e-2), "discriminator": partial(torch.optim.RMSprop, lr=1e-2)},
+FUSED = {"generator": partial(torch.optim.Adam, lr=1e-2, fused=True),
+         "discriminator": partial(torch.optim.Adam, lr=1e-2, fused=True)}
+RMSPROP = {"generator": partial(torch.optim.RMSprop, lr=1e-2), "discriminator": partial(torch.optim.RMSprop, lr=1e-2)}
+
+
+@pytest.mark.parametrize(("optim", "sync_free", "path"), [
+    (None, None, "host"),  # plain Adam on the CPU: the flag is read and the bad step gets no gradients
+    (None, True, "masked"),  # the accelerator's way, forced: step, then restore parameters and state
+    (FUSED, None, "fused"),  # the fused kernel's found_inf
+    (RMSPROP, None, "host"),
+    (RMSPROP, True, "masked"),
 ])
-def test_nonfinite_step_leaves_weights_and_optimizer_state_untouched(optim):
+def test_nonfinite_step_leaves_weights_and_optimizer_state_untouched(optim, sync_free, path):
     m = _gan(optim)
+    m.sync_free_skip = sync_free
     for _ in range(3):  # build optimizer state first
         m.training_step(torch.randn(8, 2))
     before = _state(m)
@@ -65,17 +81,67 @@ def test_nonfinite_step_leaves_weights_and_optimizer_state_untouched(optim):
     m.training_step(bad)
     assert _same(before, _state(m)), "a non-finite step changed D's weights or optimizer state"
     assert m.nonfinite_skips == {"d": 1, "g": 0} and m.steps == {"d": 4, "g": 4}
+    assert m.consecutive_skips == {"d": 1, "g": 0} and m.skip_paths == {"d": path, "g": path}
     m.training_step(torch.randn(8, 2))
     assert not _same(before, _state(m)), "a finite step after a skip must train"
+    assert m.nonfinite_skips == {"d": 1, "g": 0} and m.consecutive_skips == {"d": 0, "g": 0}
 
 
-def test_first_step_skipped_leaves_fresh_optimizer_state():
+@pytest.mark.parametrize("sync_free", [None, True])
+def test_first_step_skipped_leaves_fresh_optimizer_state(sync_free):
     m = _gan()
+    m.sync_free_skip = sync_free
     bad = torch.full((8, 2), float("inf"))
     m.training_step(bad)
     for opt in m._standalone_opts[1:]:
         for state in opt.state.values():
             assert all(torch.count_nonzero(v) == 0 for v in state.values() if isinstance(v, torch.Tensor))
+
+
+def test_cpu_step_reads_the_flag_instead_of_copying_the_weights(monkeypatch):
+    """On the CPU a non-fused optimizer takes the host path: no clone-and-restore of weights and state
+    (masked_step is never called), and a skip streak counts up and resets as on the device."""
+    m = _gan(RMSPROP)
+
+    def no_masked_step(*_a, **_k):
+        raise AssertionError("masked_step (clone and restore) on the CPU")
+
+    monkeypatch.setattr(phased, "masked_step", no_masked_step)
+    bad = torch.randn(8, 2)
+    bad[0, 0] = float("inf")
+    for x in (bad, bad, torch.randn(8, 2), bad):
+        m.training_step(x)
+    assert m.skip_paths == {"d": "host", "g": "host"}
+    assert m.nonfinite_skips == {"d": 3, "g": 0} and m.consecutive_skips == {"d": 1, "g": 0}
+
+
+def test_skip_path_by_optimizer_and_device():
+    p = [nn.Parameter(torch.ones(2))]
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert skip_path(torch.optim.RMSprop(p), cpu) == "host"
+    assert skip_path(torch.optim.RMSprop(p), cuda) == "masked"
+    assert skip_path(torch.optim.RMSprop(p), cpu, sync_free=True) == "masked"
+    assert skip_path(torch.optim.RMSprop(p), cuda, sync_free=False) == "host"
+    assert skip_path(torch.optim.Adam(p, fused=True), cpu) == "fused"
+    assert skip_path(torch.optim.Adam(p, fused=True), cuda, sync_free=False) == "fused"
+
+
+def test_accumulated_nonfinite_micro_batch_skips_the_step_on_every_path():
+    """A NaN loss in the first of two micro-batches skips the step even when the last one is finite."""
+    sgd = {"generator": partial(torch.optim.SGD, lr=0.1, momentum=0.9),
+           "discriminator": partial(torch.optim.SGD, lr=0.1, momentum=0.9)}
+    for sync_free in (None, True):
+        m = _gan(sgd, accumulate_grad_batches=2)
+        m.sync_free_skip = sync_free
+        before = [p.detach().clone() for p in m.discriminator.parameters()]
+        x, z = torch.randn(8, 2), torch.randn(8, 4)
+        nan_loss = m.d_loss(PhaseBatch(x, z))["loss"] * float("nan")
+        m._update(nan_loss, "d")
+        for p in m.discriminator.parameters():
+            p.grad = torch.zeros_like(p)  # finite gradients: only the first loss was bad
+        m._update(m.d_loss(PhaseBatch(x, z))["loss"], "d")
+        assert m.nonfinite_skips == {"d": 1}, sync_free
+        assert all(torch.equal(a, b) for a, b in zip(before, m.discriminator.parameters(), strict=True))
 
 
 def test_found_nonfinite_sees_gradients_as_well_as_the_loss():
@@ -91,6 +157,11 @@ def test_found_nonfinite_sees_gradients_as_well_as_the_loss():
     assert torch.equal(p.detach(), torch.ones(3))
     masked_step(opt, torch.tensor(0.0))
     assert torch.equal(p.detach(), torch.zeros(3))
+    p.grad = torch.tensor([0.0, float("nan"), 0.0])
+    assert nonfinite_on_host(torch.tensor(1.0), [p]) is True
+    p.grad = torch.zeros(3)
+    assert nonfinite_on_host(torch.tensor(1.0), [p]) is False
+    assert nonfinite_on_host(torch.tensor(float("inf")), [p]) is True
 
 
 def test_step_has_no_host_sync(monkeypatch):
@@ -152,6 +223,19 @@ def test_nudged_adam_runs_on_the_plain_gan():
     assert any(moved), "NudgedAdam behaved as plain Adam"
 
 
+def test_nudged_adam_step_without_gradients_after_a_nudge_changes_nothing():
+    """The host path skips a bad step by stepping without gradients; an armed projection must not act then
+    (nor fail on the moments a first step has not created)."""
+    torch.manual_seed(0)
+    w = nn.Parameter(torch.randn(4))
+    opt = NudgedAdam([w], lr=1e-2, k=1, iterations=2, threshold=-1e9, every_n_steps=1)
+    opt.nudge((w ** 4).sum())  # arms the projection (threshold below every eigenvalue)
+    before = w.detach().clone()
+    opt.zero_grad(set_to_none=True)
+    opt.step()
+    assert torch.equal(w.detach(), before) and not opt.state
+
+
 def test_nudged_adam_rejects_accumulation():
     with pytest.raises(ValueError, match="accumulate_grad_batches"):
         _gan({"generator": partial(NudgedAdam, lr=1e-3)}, accumulate_grad_batches=2)
@@ -173,3 +257,99 @@ def test_bad_step_options_are_rejected():
     for key in ("n_critic", "accumulate_grad_batches", "log_every_n_steps"):
         with pytest.raises(ValueError, match=key):
             GANModule(MLP(4, 2), MLP(2, 1), StandardLoss(), z_dim=4, **{key: 0})
+
+
+class CountHooks(L.Callback):
+    """Counts Lightning's backward and optimizer-step hooks (a listener: the module must go through Lightning)."""
+
+    calls: dict[str, int] = {}
+
+    def on_after_backward(self, trainer, pl_module) -> None:  # noqa: ANN001
+        CountHooks.calls["backward"] = CountHooks.calls.get("backward", 0) + 1
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:  # noqa: ANN001
+        CountHooks.calls["step"] = CountHooks.calls.get("step", 0) + 1
+
+
+class OnlyStepHook(L.Callback):
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:  # noqa: ANN001
+        pass
+
+
+def _trainer(**kw) -> L.Trainer:
+    return L.Trainer(**{"accelerator": "cpu", "devices": 1, "logger": False, "enable_progress_bar": False, **kw})
+
+
+def test_backward_and_step_go_around_lightning_only_where_nothing_listens():
+    m = _gan()
+    assert direct_path(_trainer(), m)
+    assert direct_path(_trainer(precision="bf16-mixed"), m)
+    assert not direct_path(_trainer(callbacks=[CountHooks()]), m)
+    assert not direct_path(_trainer(callbacks=[OnlyStepHook()]), m)
+    assert not direct_path(_trainer(profiler="simple"), m)
+    assert not direct_path(_trainer(devices=2, strategy="ddp"), m)
+
+
+class SeenPath(L.Callback):
+    """Records the module's hook path and Lightning's step count at the end of training."""
+
+    seen: dict[str, object] = {}
+
+    def on_train_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        SeenPath.seen = {"path": pl_module.hook_path, "global_step": trainer.global_step,
+                         "steps": pl_module.d_steps + pl_module.g_steps}
+
+
+@pytest.mark.parametrize("listen", [False, True])
+def test_every_step_is_counted_and_every_listener_called_on_both_paths(tmp_path, listen):
+    """The direct path still counts each optimizer step in trainer.global_step (checkpoint cadence, resume);
+    with a listening callback the hooks run once per backward and per step."""
+    CountHooks.calls, SeenPath.seen = {}, {}
+    extra = ["+callbacks.count._target_=tests.test_module.CountHooks"] if listen else []
+    cfg = compose_cfg(["max_g_steps=4", "evaluator=none", "+callbacks.seen._target_=tests.test_module.SeenPath",
+                       *extra])
+    summary = run(cfg, tmp_path)
+    steps = summary["d_steps"] + summary["g_steps"]
+    assert summary["g_steps"] == 4 and SeenPath.seen == {"path": "lightning" if listen else "direct",
+                                                         "global_step": steps, "steps": steps}
+    assert CountHooks.calls == ({"backward": steps, "step": steps} if listen else {})
+
+
+class Snapshot(L.Callback):
+    """The module's weights, its optimizers' states and learning rates, the path it took and Lightning's step
+    count, at the end of training."""
+
+    taken: dict[str, object] = {}
+
+    def on_train_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        Snapshot.taken = {
+            "path": pl_module.hook_path, "global_step": trainer.global_step,
+            "weights": {k: v.detach().clone() for k, v in pl_module.state_dict().items()},
+            "opt_state": [[v.clone() for s in o.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+                          for o in trainer.optimizers],
+            "lr": [g["lr"] for o in trainer.optimizers for g in o.param_groups],
+        }
+
+
+def test_direct_path_trains_the_same_weights_as_lightnings_path(tmp_path):
+    """The direct backward/step gives bitwise the weights, optimizer state, learning rates and step count of
+    Lightning's manual_backward / LightningOptimizer.step, with n_critic=2, weight clipping after D's steps
+    (after_update), Adam with a per-epoch StepLR crossing an epoch boundary and non-finite checks on."""
+    base = ["max_g_steps=7", "evaluator=none", "n_critic=2", "optim=adam", "regularizer=weight_clipping",
+            "regularizer.weight_clipping.clip=0.05", "dataset.n_samples=800",
+            "optim.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:1,gamma:0.5}",
+            "+callbacks.snap._target_=tests.test_module.Snapshot"]
+    taken = {}
+    for path, extra in (("direct", []), ("lightning", ["+callbacks.listen._target_=tests.test_module.OnlyStepHook"])):
+        Snapshot.taken = {}
+        run(compose_cfg([*base, *extra]), tmp_path / path)
+        taken[path] = Snapshot.taken
+        assert taken[path]["path"] == path
+    a, b = taken["direct"], taken["lightning"]
+    assert a["global_step"] == b["global_step"] == 7 * 3  # 2 D steps and 1 G step per G step
+    assert a["lr"] == b["lr"] and a["lr"][0] < 2e-4, "the scheduler stepped differently (or not at all)"
+    assert a["weights"].keys() == b["weights"].keys()
+    for k in a["weights"]:
+        assert torch.equal(a["weights"][k], b["weights"][k]), k
+    for sa, sb in zip(a["opt_state"], b["opt_state"], strict=True):
+        assert len(sa) == len(sb) > 0 and all(torch.equal(x, y) for x, y in zip(sa, sb, strict=True))

@@ -9,23 +9,30 @@ is a name (``"d"``, ``"g"``; Dist-GAN adds ``"r"``, MBRCE-AAE/ALAE have ``"e"``,
 * an optional :meth:`PhasedModule.after_update` hook (weight clipping after D's step, EMA after G's).
 
 :meth:`PhasedModule._update` is the one place that turns a loss into a parameter update. It alone owns
-non-finite skipping (on the device, no host sync: a found-inf flag masks the step as
-``torch.amp.GradScaler`` does), NudgedAdam's spectral nudge, gradient-accumulation counters, step counters
-and the skip counters that logging reads at intervals. The layout follows the phase loop of
-stylegan2-ada-pytorch (``training/training_loop.py``: phases with their own optimizer and interval) and
+non-finite skipping, NudgedAdam's spectral nudge, gradient-accumulation counters, step counters and the skip
+counters that logging reads at intervals. Non-finite skipping takes one of three paths (:func:`skip_path`):
+fused optimizers take a found-inf flag on the device, as ``torch.amp.GradScaler`` does; other optimizers on
+an accelerator step and are restored where the flag is set (no host sync either); on the CPU, where reading
+a flag back costs nothing, the flag is read and a bad step simply gets no gradients. The layout follows the
+phase loop of stylegan2-ada-pytorch (``training/training_loop.py``: phases with their own optimizer and interval) and
 compare_gan's ModularGAN (losses and penalties as pluggable pieces around one step).
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+from lightning.pytorch.profilers import PassThroughProfiler
+from lightning.pytorch.strategies import SingleDeviceStrategy
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
@@ -58,27 +65,65 @@ def _inner(opt: Any) -> torch.optim.Optimizer:
     return getattr(opt, "optimizer", opt)
 
 
-def found_nonfinite(loss: Tensor, params: list[Tensor]) -> Tensor:
-    """A 0-dim float tensor on the loss's device: 1 if the loss or any gradient is NaN/inf, else 0.
-
-    Uses the same fused kernel as ``torch.amp.GradScaler`` (``_amp_foreach_non_finite_check_and_unscale_``
-    with unit scale), so nothing is read back to the host.
-    """
-    found = (~torch.isfinite(loss.detach())).float().reshape(())
+def _grads_by_device(params: list[Tensor]) -> dict[torch.device, list[Tensor]]:
     by_device: dict[torch.device, list[Tensor]] = {}
     for p in params:
         if p.grad is not None:
             by_device.setdefault(p.grad.device, []).append(p.grad)
-    for device, grads in by_device.items():
-        flag = torch.zeros((), device=device)
-        torch._amp_foreach_non_finite_check_and_unscale_(grads, flag, torch.ones((), device=device))
-        found = torch.maximum(found, flag.to(found.device, non_blocking=True))
+    return by_device
+
+
+def _grads_found_inf(grads: list[Tensor], device: torch.device) -> Tensor:
+    """1 if any of ``grads`` (all on ``device``) holds a NaN/inf, else 0: ``torch.amp.GradScaler``'s fused
+    check (``_amp_foreach_non_finite_check_and_unscale_``) with unit scale, so the gradients keep their values."""
+    flag = torch.zeros((), device=device)
+    torch._amp_foreach_non_finite_check_and_unscale_(grads, flag, torch.ones((), device=device))
+    return flag
+
+
+def found_nonfinite(loss: Tensor, params: list[Tensor]) -> Tensor:
+    """A 0-dim float tensor on the loss's device: 1 if the loss or any gradient is NaN/inf, else 0.
+
+    Nothing is read back to the host (the device paths of :func:`skip_path`).
+    """
+    found = (~torch.isfinite(loss.detach())).float().reshape(())
+    for device, grads in _grads_by_device(params).items():
+        found = torch.maximum(found, _grads_found_inf(grads, device).to(found.device, non_blocking=True))
     return found
 
 
+def nonfinite_on_host(loss: Tensor, params: list[Tensor]) -> bool:
+    """True if the loss or any gradient is NaN/inf, read on the host (the ``host`` path of :func:`skip_path`;
+    on the CPU this sync is free and saves the work :func:`masked_step` does to avoid it)."""
+    loss = loss.detach()
+    if not (math.isfinite(loss.item()) if loss.numel() == 1 else bool(torch.isfinite(loss).all())):
+        return True
+    return any(bool(_grads_found_inf(grads, device)) for device, grads in _grads_by_device(params).items())
+
+
+def skip_path(opt: Any, device: torch.device, sync_free: bool | None = None) -> str:
+    """How :meth:`PhasedModule._update` skips a non-finite step of ``opt`` whose loss lives on ``device``.
+
+    * ``fused``: the fused Adam/AdamW/SGD kernels take the found-inf flag themselves (no copy, no sync);
+    * ``host``: the flag is read on the host and a bad step is taken without gradients — the default on the
+      CPU, where a host sync costs nothing;
+    * ``masked``: step, then restore parameters and state where the flag is set (:func:`masked_step`) — the
+      default on an accelerator, where a host read would stall the launch queue every step.
+
+    ``sync_free`` forces the choice between the last two (True: ``masked``, False: ``host``); None: by device.
+    """
+    inner = _inner(opt)
+    if getattr(inner, "_step_supports_amp_scaling", False) and all(g.get("fused") for g in inner.param_groups):
+        return "fused"
+    if sync_free is None:
+        sync_free = device.type != "cpu"
+    return "masked" if sync_free else "host"
+
+
 @torch.no_grad()
-def masked_step(opt: Any, found_inf: Tensor) -> None:
-    """``opt.step()`` that leaves parameters and optimizer state untouched where ``found_inf`` is 1.
+def masked_step(opt: Any, found_inf: Tensor, step: Callable[[], Any] | None = None) -> None:
+    """``opt.step()`` (or ``step()``) that leaves parameters and optimizer state untouched where ``found_inf``
+    is 1.
 
     Optimizers that accept a found-inf flag (the fused Adam/AdamW/SGD kernels) skip on the device. Any
     other optimizer steps, then its parameters and same-device state are restored with ``torch.where`` —
@@ -86,17 +131,17 @@ def masked_step(opt: Any, found_inf: Tensor) -> None:
     optimizers on a GPU) costs a copy of the flag.
     """
     inner = _inner(opt)
-    if getattr(inner, "_step_supports_amp_scaling", False) and all(g.get("fused") for g in inner.param_groups):
+    if skip_path(inner, found_inf.device) == "fused":
         inner.grad_scale, inner.found_inf = None, found_inf
         try:
-            opt.step()
+            (step or opt.step)()
         finally:
             del inner.grad_scale, inner.found_inf
         return
     params = [p for g in inner.param_groups for p in g["params"] if p.grad is not None]
     saved = [(t, t.clone()) for p in params for t in (p, *(v for v in inner.state.get(p, {}).values()
                                                          if isinstance(v, Tensor)))]
-    opt.step()
+    (step or opt.step)()
     # Tensors created by this first step (Adam's moments) had no previous value: zeros are Adam's start.
     fresh = [(t, torch.zeros_like(t)) for p in params for k, t in inner.state.get(p, {}).items()
              if isinstance(t, Tensor) and all(t is not s for s, _ in saved)]
@@ -104,6 +149,38 @@ def masked_step(opt: Any, found_inf: Tensor) -> None:
     for tensor, old in saved + fresh:
         flag = keep if keep.device == tensor.device else keep.to(tensor.device)
         tensor.copy_(torch.where(flag, old, tensor))
+
+
+def direct_path(trainer: L.Trainer, module: L.LightningModule) -> bool:
+    """Whether Lightning's ``manual_backward`` and ``LightningOptimizer.step`` would add nothing to
+    ``loss.backward()`` and ``optimizer.step()`` but hook dispatch (the phases then call those directly).
+
+    True on one device with plain or bf16-mixed precision (no loss scaler), no profiler, and no callback or
+    module hook on the backward pass or before the optimizer step (``on_before_backward``,
+    ``on_after_backward``, ``on_before_optimizer_step``, ``backward``). Elsewhere (DDP's gradient reducer, loss
+    scalers, DeepSpeed, a profiler, a listening callback) Lightning's path stays. Either way each optimizer
+    step is counted in ``trainer.global_step``.
+    """
+    precision = trainer.precision_plugin
+    plain = type(precision) is Precision or (type(precision) is MixedPrecision and precision.scaler is None)
+    if type(trainer.strategy) is not SingleDeviceStrategy or not plain:
+        return False
+    if not isinstance(trainer.profiler, PassThroughProfiler):
+        return False
+    if not all(hasattr(o, "_on_before_step") and hasattr(o, "_on_after_step") for o in trainer.strategy._lightning_optimizers):
+        return False  # a Lightning without the step-counting callables: keep its own step
+    hooks = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+    if any(is_overridden(h, cb, L.Callback) for cb in trainer.callbacks for h in hooks):
+        return False
+    return not any(is_overridden(h, module, L.LightningModule) for h in (*hooks, "backward"))
+
+
+def _counter_values(counters: Mapping[str, Tensor | int]) -> dict[str, int]:
+    """Host values of counters kept as device tensors or ints, with one sync for all the tensors."""
+    tensors = {n: v for n, v in counters.items() if isinstance(v, Tensor)}
+    read = torch.stack([v.detach().float().cpu() for v in tensors.values()]).tolist() if tensors else []
+    values = dict(zip(tensors, read, strict=True))
+    return {n: int(values.get(n, v)) for n, v in counters.items()}
 
 
 class PhasedModule(L.LightningModule):
@@ -136,6 +213,21 @@ class PhasedModule(L.LightningModule):
     #: simultaneous updates: every phase of a step takes its gradient before any phase steps (ALI/PacGAN's
     #: one theano update, the Unrolled GAN notebook's one ``sess.run``); False: each phase steps in turn.
     simultaneous: bool = False
+    #: non-finite skipping without host syncs (True), with a host check (False) or by device (None: host
+    #: check on the CPU); see :func:`skip_path`. Fused optimizers skip on the device either way.
+    sync_free_skip: bool | None = None
+    #: how the phases back-propagate and step under a Trainer: ``lightning`` (``manual_backward`` and
+    #: ``LightningOptimizer.step``, with their hooks) or ``direct`` (``loss.backward()`` and the optimizer's own
+    #: ``step``, where :func:`direct_path` finds nothing they would skip); set at each ``on_train_start``.
+    hook_path: str = "lightning"
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets this string before and after every hook it calls, ~40 times a batch; nn.Module's
+        # __setattr__ would check it against the parameters, buffers and submodules each time.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def init_skeleton(self, optim: DictConfig | Mapping | None, log_every_n_steps: int, skip_nonfinite: bool,
                       accumulate_grad_batches: int) -> None:
@@ -149,9 +241,13 @@ class PhasedModule(L.LightningModule):
         self.accumulate = int(accumulate_grad_batches)
         self.steps: dict[str, int] = {}
         self.micro: dict[str, int] = {}
-        self._skips: dict[str, Tensor] = {}
-        self._streak: dict[str, Tensor] = {}  # consecutive skipped steps per phase (device counters)
-        self._found: dict[str, Tensor] = {}
+        # Skipped steps and the current run of them per phase: device tensors on the sync-free paths, ints
+        # on the host path (read them through nonfinite_skips / consecutive_skips).
+        self._skips: dict[str, Tensor | int] = {}
+        self._streak: dict[str, Tensor | int] = {}
+        self._found: dict[str, Tensor] = {}  # non-finite flag of the micro-batches accumulated so far
+        #: the :func:`skip_path` each phase's last step took (``fused``, ``masked`` or ``host``).
+        self.skip_paths: dict[str, str] = {}
         self.train_seconds = 0.0
         self._t0: float | None = None
         self.latest_eval: dict[str, float] = {}
@@ -217,21 +313,13 @@ class PhasedModule(L.LightningModule):
 
     @property
     def nonfinite_skips(self) -> dict[str, int]:
-        """Skipped optimizer steps per phase (reads the device counters: call at intervals, not per step)."""
-        if not self._skips:
-            return {}
-        names = list(self._skips)
-        values = torch.stack([self._skips[n].detach().float().cpu() for n in names]).tolist()
-        return {n: int(v) for n, v in zip(names, values, strict=True)}
+        """Skipped optimizer steps per phase (a host sync on the device paths: read at intervals)."""
+        return _counter_values(self._skips)
 
     @property
     def consecutive_skips(self) -> dict[str, int]:
         """Optimizer steps skipped in a row, up to the latest, per phase (a host sync: read at intervals)."""
-        if not self._streak:
-            return {}
-        names = list(self._streak)
-        values = torch.stack([self._streak[n].detach().float().cpu() for n in names]).tolist()
-        return {n: int(v) for n, v in zip(names, values, strict=True)}
+        return _counter_values(self._streak)
 
     # ------------------------------------------------------------------ optimisers
     def default_optimizer(self, name: str, params: list[Tensor]) -> torch.optim.Optimizer:
@@ -329,31 +417,63 @@ class PhasedModule(L.LightningModule):
         first, last = micro % self.accumulate == 0, (micro + 1) % self.accumulate == 0
         if first:
             opt.zero_grad(set_to_none=True)
-            self._found[phase] = torch.zeros((), device=loss.device)
-        self._found[phase] = torch.maximum(self._found[phase], (~torch.isfinite(loss.detach())).float())
+        if self.skip_nonfinite and self.accumulate > 1:  # the last micro-batch's loss is checked at the step
+            bad = (~torch.isfinite(loss.detach())).float()
+            self._found[phase] = bad if first else torch.maximum(self._found[phase], bad)
         if isinstance(inner, NudgedAdam) and inner.due():
             self._nudge(inner, loss, phase)
         else:
             scaled = loss / self.accumulate if self.accumulate > 1 else loss
-            self.manual_backward(scaled) if self._trainer is not None else scaled.backward()
+            if self._trainer is None or self.hook_path == "direct":
+                scaled.backward()
+            else:
+                self.manual_backward(scaled)
         return last
 
     def _step(self, loss: Tensor, phase: str) -> None:
-        """The parameter half of :meth:`_update`: the (masked) optimizer step, counters, :meth:`after_update`."""
+        """The parameter half of :meth:`_update`: the (guarded) optimizer step, counters, :meth:`after_update`."""
         opt = self._optimizer(phase)
-        inner = _inner(opt)
         if self.skip_nonfinite:
-            params = [p for g in inner.param_groups for p in g["params"]]
-            found = torch.maximum(self._found[phase], found_nonfinite(loss, params))
-            masked_step(opt, found)
-            skips = self._skips.get(phase)
-            self._skips[phase] = found if skips is None else skips + found
-            streak = self._streak.get(phase)  # +1 on a skipped step, back to 0 on a taken one
-            self._streak[phase] = found if streak is None else (streak + found) * found
+            self._guarded_step(opt, loss, phase)
         else:
-            opt.step()
+            self._opt_step(opt)
         self.steps[phase] = self.steps.get(phase, 0) + 1
         self.after_update(phase)
+
+    def _guarded_step(self, opt: Any, loss: Tensor, phase: str) -> None:
+        """``opt.step()``, skipped (parameters and optimizer state untouched) when the loss or a gradient is
+        NaN/inf, counting skips and the current run of them, on the :func:`skip_path` for this optimizer."""
+        inner = _inner(opt)
+        params = [p for g in inner.param_groups for p in g["params"]]
+        earlier = self._found.get(phase) if self.accumulate > 1 else None
+        path = self.skip_paths[phase] = skip_path(inner, loss.device, self.sync_free_skip)
+        skips, streak = self._skips.get(phase, 0), self._streak.get(phase, 0)
+        if path == "host":
+            bad = nonfinite_on_host(loss, params) or (earlier is not None and bool(earlier))
+            if bad:
+                # Torch optimizers pass over parameters without .grad: this step changes neither weights nor
+                # state, yet it is still a step to Lightning (global_step, checkpoint cadence) as on a device.
+                opt.zero_grad(set_to_none=True)
+            self._opt_step(opt)
+            self._skips[phase] = skips + int(bad)
+            self._streak[phase] = streak + 1 if bad else 0
+            return
+        found = found_nonfinite(loss, params)
+        if earlier is not None:
+            found = torch.maximum(earlier, found)
+        masked_step(opt, found, lambda: self._opt_step(opt))
+        self._skips[phase] = skips + found
+        self._streak[phase] = (streak + found) * found  # +1 on a skipped step, back to 0 on a taken one
+
+    def _opt_step(self, opt: Any) -> None:
+        """``opt.step()``; on the ``direct`` path the wrapped optimizer's own, counted as Lightning counts it."""
+        inner = _inner(opt)
+        if self.hook_path != "direct" or inner is opt or self._trainer is None:
+            opt.step()
+            return
+        opt._on_before_step()  # Lightning's step counter (trainer.global_step), as LightningOptimizer.step does
+        inner.step()
+        opt._on_after_step()
 
     def _nudge(self, opt: NudgedAdam, loss: Tensor, phase: str) -> None:
         """NuGAN's check: gradients with a graph, Lanczos, projection; logs the spectrum (host sync, but only
@@ -370,12 +490,13 @@ class PhasedModule(L.LightningModule):
     def emit_logs(self, logs: Mapping[str, Tensor]) -> None:
         """Send scalars to every logger directly (one host sync per log interval, none per step)."""
         names = list(logs.keys())
-        skips = list(self._skips.values())
+        skips = [v for v in self._skips.values() if isinstance(v, Tensor)]
         flat = [v.detach().float().reshape(()).to(self.device) for v in [*logs.values(), *skips]]
         values = torch.stack(flat).cpu().tolist() if flat else []
         metrics = {f"train/{k}": v for k, v in zip(names, values[: len(names)], strict=True)}
         metrics["train/g_step"] = self.g_steps
-        metrics["train/nonfinite_skips"] = int(sum(values[len(names):]))
+        host_skips = sum(v for v in self._skips.values() if not isinstance(v, Tensor))
+        metrics["train/nonfinite_skips"] = int(sum(values[len(names):]) + host_skips)
         if self._t0 is not None:
             metrics["train/seconds"] = self.train_seconds + (time.perf_counter() - self._t0)
         self.log_metrics(metrics)
@@ -391,6 +512,7 @@ class PhasedModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._t0 = time.perf_counter()
+        self.hook_path = "direct" if direct_path(self.trainer, self) else "lightning"
 
     def on_train_end(self) -> None:
         self._accumulate_time()
@@ -426,8 +548,7 @@ class PhasedModule(L.LightningModule):
         self.steps.setdefault("g", int(state.get("g_steps", 0)))
         # Checkpoints from before gradient accumulation: one micro-batch per step.
         self.micro = {k: int(v) for k, v in state.get("micro", {}).items()} or dict(self.steps)
-        self._skips = {k: torch.tensor(float(v), device=self.device)
-                       for k, v in state.get("nonfinite_skips", {}).items()}
-        self._streak = {k: torch.tensor(float(v), device=self.device)
-                        for k, v in state.get("consecutive_skips", {}).items()}
+        # ints: the host path counts on with them, a device path turns them into tensors at its first step
+        self._skips = {k: int(v) for k, v in state.get("nonfinite_skips", {}).items()}
+        self._streak = {k: int(v) for k, v in state.get("consecutive_skips", {}).items()}
         self.train_seconds = float(state.get("train_seconds", 0.0))

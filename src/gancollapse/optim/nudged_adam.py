@@ -130,10 +130,11 @@ class NudgedAdam(torch.optim.Adam):
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001
         sharp, self._pending = self._pending, None
-        if sharp is None:
+        params = self._params()
+        # A step without gradients (a skipped non-finite step) leaves everything alone, the projection too.
+        if sharp is None or all(p.grad is None for p in params):
             out = super().step(closure)
         else:
-            params = self._params()
             before = flatten([p.detach() for p in params], params)
             out = super().step(closure)
             delta = flatten([p.detach() for p in params], params) - before
