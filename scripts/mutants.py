@@ -455,6 +455,20 @@ MUTANTS: tuple[Mutant, ...] = (
        "    if agreement is None:  # only", "    if agreement is None and False:  # only",
        [T + "test_reproduce.py::test_verdicts_on_hand_cases"],
        "a cell with no interval still gets reproduced / not reproduced"),
+    # ---- the direct (hook-free) optimizer step
+    _m("direct_step_keeps_old_gradients", "models/phased.py",
+       "        if first:\n            opt.zero_grad(set_to_none=True)",
+       '        if first and self.hook_path != "direct":\n            opt.zero_grad(set_to_none=True)',
+       [T + "test_module.py::test_direct_path_trains_the_same_weights_as_lightnings_path"],
+       "the direct path accumulates gradients across steps (no zero_grad)"),
+    _m("direct_step_skips_after_update", "models/phased.py",
+       "        self.after_update(phase)", '        if self.hook_path != "direct":\n            self.after_update(phase)',
+       [T + "test_module.py::test_direct_path_trains_the_same_weights_as_lightnings_path"],
+       "the direct path skips weight clipping / EMA after the step"),
+    _m("host_skip_still_steps", "models/phased.py",
+       "            if bad:\n                # Torch optimizers", "            if False:\n                # Torch optimizers",
+       [T + "test_module.py::test_cpu_step_reads_the_flag_instead_of_copying_the_weights"],
+       "a NaN/inf step on CPU is applied instead of skipped"),
 )
 
 
