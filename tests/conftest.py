@@ -53,6 +53,13 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 300, module: str = "ganco
                           text=True, timeout=timeout)
 
 
+@pytest.fixture(autouse=True)
+def _one_line_errors_whatever_the_shell_sets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process tests of the one-line error path must not depend on the caller's HYDRA_FULL_ERROR (.ci/run
+    exports it so CI logs keep full tracebacks): a test that wants tracebacks sets it itself."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+
+
 @pytest.fixture
 def tiny_overrides() -> list[str]:
     return list(TINY)
