@@ -8,13 +8,16 @@ runs that share the classifier. :class:`IVariance` is the evaluator's metric (``
 
 This file is the one to copy for a new evaluator metric: a pure function of tensors, then a class with
 torchmetrics' ``reset``/``update``/``compute`` whose ``update`` names the evaluator inputs it takes
-(:mod:`gancollapse.metrics.metric_set`), and one line in ``conf/evaluator/image.yaml``'s ``metrics``.
+(:mod:`gancollapse.metrics.metric_set`; here the shared :class:`SplitProbsMetric` supplies them, see
+:class:`~gancollapse.metrics.mode_count.StackedModes` for one written out), and one line in ``conf/evaluator/image.yaml``'s ``metrics``.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from gancollapse.metrics.metric_set import SplitProbsMetric
 
 
 def i_variance(probs: Tensor, splits: int = 10) -> tuple[float, float]:
@@ -26,25 +29,13 @@ def i_variance(probs: Tensor, splits: int = 10) -> tuple[float, float]:
     return float(vals.mean()), float(vals.std(unbiased=False)) if len(vals) > 1 else 0.0
 
 
-class IVariance:
+class IVariance(SplitProbsMetric):
     """I-Variance mean and std over ``splits`` chunks of the generated images' class probabilities
     (:func:`i_variance`). Publishes ``i_variance`` and ``i_variance_std``."""
 
+    key = "i_variance"
     #: the leaderboard column (the std goes to summary.json only)
     columns = {"i_variance": ("I-Variance", "{:.4f}")}
 
-    def __init__(self, splits: int = 10) -> None:
-        if int(splits) < 1:
-            raise ValueError(f"evaluator.metrics.i_variance.splits={splits}: must be >= 1")
-        self.splits = int(splits)
-        self.reset()
-
-    def reset(self) -> None:
-        self._probs: list[Tensor] = []
-
-    def update(self, probs: Tensor) -> None:
-        self._probs.append(probs)
-
-    def compute(self) -> dict[str, float]:
-        mean, std = i_variance(torch.cat(self._probs), self.splits)
-        return {"i_variance": mean, "i_variance_std": std}
+    def score(self, probs: Tensor, splits: int) -> tuple[float, float]:
+        return i_variance(probs, splits)

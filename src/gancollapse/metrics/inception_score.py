@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from gancollapse.metrics.metric_set import SplitProbsMetric
+
 
 def inception_score(probs: Tensor, splits: int = 10, eps: float = 1e-12) -> tuple[float, float]:
     """Mean and std (ddof 0, as torchmetrics/torch-fidelity) of IS over ``splits`` consecutive chunks.
@@ -34,24 +36,12 @@ def inception_score(probs: Tensor, splits: int = 10, eps: float = 1e-12) -> tupl
     return float(s.mean()), float(s.std(unbiased=False)) if len(scores) > 1 else 0.0
 
 
-class InceptionScore:
+class InceptionScore(SplitProbsMetric):
     """IS mean and std over ``splits`` consecutive chunks of the generated images' class probabilities
     (:func:`inception_score`). Publishes ``is`` and ``is_std``."""
 
+    key = "is"
     columns = {"is": ("IS", "{:.2f}")}
 
-    def __init__(self, splits: int = 10) -> None:
-        if int(splits) < 1:
-            raise ValueError(f"evaluator.metrics.is.splits={splits}: must be >= 1")
-        self.splits = int(splits)
-        self.reset()
-
-    def reset(self) -> None:
-        self._probs: list[Tensor] = []
-
-    def update(self, probs: Tensor) -> None:
-        self._probs.append(probs)
-
-    def compute(self) -> dict[str, float]:
-        mean, std = inception_score(torch.cat(self._probs), self.splits)
-        return {"is": mean, "is_std": std}
+    def score(self, probs: Tensor, splits: int) -> tuple[float, float]:
+        return inception_score(probs, splits)

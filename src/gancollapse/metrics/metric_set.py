@@ -220,3 +220,30 @@ def config_metrics(evaluator: str) -> dict[str, Any]:
 
     node = OmegaConf.load(f"{CONF_DIR}/evaluator/{evaluator}.yaml").get("metrics") or {}
     return {str(k): instantiate(v) for k, v in node.items() if v is not None}
+
+
+class SplitProbsMetric:
+    """Base of the metrics that score the generated images' class probabilities as mean ± std over ``splits``
+    chunks (IS, I-Variance): subclasses set ``key`` (the published name; ``<key>_std`` goes with it) and
+    ``score(probs, splits) -> (mean, std)``."""
+
+    key: str = ""
+
+    def __init__(self, splits: int = 10) -> None:
+        if int(splits) < 1:
+            raise ValueError(f"evaluator.metrics.{self.key}.splits={splits}: must be >= 1")
+        self.splits = int(splits)
+        self.reset()
+
+    def reset(self) -> None:
+        self._probs: list[Tensor] = []
+
+    def update(self, probs: Tensor) -> None:
+        self._probs.append(probs)
+
+    def score(self, probs: Tensor, splits: int) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def compute(self) -> dict[str, float]:
+        mean, std = self.score(torch.cat(self._probs), self.splits)
+        return {self.key: mean, f"{self.key}_std": std}
