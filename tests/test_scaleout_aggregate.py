@@ -47,6 +47,15 @@ def test_aggregate_group_means_metrics_keeps_shared_values_and_lists_seeds():
     assert aggregate_group(rows[:1]) == {**rows[0], "n": 1}
 
 
+def test_records_of_a_group_with_a_run_still_training_are_kept():
+    applied = {"loss": "hinge", "regularizers": {"r1": {"gamma": 10.0}}}
+    rows = [{"run": "a", "seed": 0, "fid": 3.0, "applied": applied},
+            {"run": "b", "seed": 1, "fid": 4.0, "applied": dict(applied)},
+            {"run": "c", "seed": 2, "status": "running"}]  # no summary record yet
+    row = aggregate_group(rows)
+    assert row["applied"] == applied and row["fid"] == pytest.approx(3.5) and row["fid/n"] == 2
+
+
 def test_equal_float_metrics_still_get_a_zero_spread():
     row = aggregate_group([{"run": "a", "seed": 0, "fid": 3.0}, {"run": "b", "seed": 1, "fid": 3.0}])
     assert row["fid"] == 3.0 and row["fid/std"] == 0.0

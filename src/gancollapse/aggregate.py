@@ -142,7 +142,9 @@ def mean_std(values: Sequence[Any]) -> tuple[float | None, float | None, int]:
 
 
 def _join_unique(values: Sequence[Any]) -> Any:
-    unique = list(dict.fromkeys(values))
+    # records (applied, metric_columns) are dicts: compared by their JSON text, a run still training has none
+    unique = list({json.dumps(v, sort_keys=True, default=str) if isinstance(v, (dict, list)) else v: v
+                   for v in values}.values())
     if len(unique) == 1:
         return unique[0]
     if all(_is_number(v) for v in unique):
