@@ -276,7 +276,7 @@ LEGACY_METRIC_KEYS = ("kid", "kid_subset_size", "kid_subsets", "prdc", "n_prdc",
 def upgrade_saved_evaluator(node: Any, dataset: str | None = None) -> Any:
     """An image evaluator node saved before ``evaluator.metrics`` existed, its metric keys turned into the
     ``metrics`` mapping that computes what that run computed (Stacked MNIST / Stacked Digits: with mode counts),
-    so ``python -m gancollapse.sample`` and ``gancollapse.aae.evaluate`` still score older runs; any other node
+    so ``python -m gancollapse.sample`` and ``gancollapse.evaluate_aae`` still score older runs; any other node
     is returned as it is."""
     if not isinstance(node, (DictConfig, Mapping)) or "metrics" in node or not any(k in node for k in LEGACY_METRIC_KEYS):
         return node
