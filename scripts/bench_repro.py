@@ -41,22 +41,13 @@ def _cfg(overrides: list[str]):
         return compose("train", overrides=overrides)
 
 
-def time_cell(name: str, overrides: list[str], steps: int, warmup: int) -> tuple[float, float]:
-    """(CPU seconds, wall seconds) per G step of the cell (one G step = n_critic training steps). CPU time is
-    this process's (``time.process_time``): on a machine shared with other jobs it is the cost a run needs,
-    wall time is what it got."""
-    cfg = _cfg([f"experiment=repro/{name}", *overrides])
-    torch.manual_seed(0)
-    module = build_module(cfg)
-    module.use_optimizers(module.configure_optimizers())
-    dm = build_datamodule(cfg)
-    dm.setup("fit")
+def _timed_g_steps(module, dm, n_critic: int, steps: int, warmup: int) -> tuple[float, float]:  # noqa: ANN001
+    """(CPU seconds, wall seconds) per G step (``n_critic`` training steps each) after ``warmup`` untimed ones."""
     batches = iter(dm.train_dataloader())
-    n_critic = int(cfg.n_critic)
 
     def g_step() -> None:
+        nonlocal batches
         for _ in range(n_critic):
-            nonlocal batches
             try:
                 batch = next(batches)
             except StopIteration:
@@ -70,6 +61,19 @@ def time_cell(name: str, overrides: list[str], steps: int, warmup: int) -> tuple
     for _ in range(steps):
         g_step()
     return (time.process_time() - c0) / steps, (time.perf_counter() - t0) / steps
+
+
+def time_cell(name: str, overrides: list[str], steps: int, warmup: int) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) per G step of the cell (one G step = n_critic training steps). CPU time is
+    this process's (``time.process_time``): on a machine shared with other jobs it is the cost a run needs,
+    wall time is what it got."""
+    cfg = _cfg([f"experiment=repro/{name}", *overrides])
+    torch.manual_seed(0)
+    module = build_module(cfg)
+    module.use_optimizers(module.configure_optimizers())
+    dm = build_datamodule(cfg)
+    dm.setup("fit")
+    return _timed_g_steps(module, dm, int(cfg.n_critic), steps, warmup)
 
 
 def time_ensemble(name: str, overrides: list[str], k: int, steps: int, warmup: int) -> tuple[float, float]:
@@ -90,25 +94,7 @@ def time_ensemble(name: str, overrides: list[str], k: int, steps: int, warmup: i
     module = EnsembleGAN(modules, list(range(k)), states)
     dm = EnsembleDataModule(datamodules)
     dm.setup("fit")
-    batches = iter(dm.train_dataloader())
-    n_critic = int(cfg.n_critic)
-
-    def g_step() -> None:
-        nonlocal batches
-        for _ in range(n_critic):
-            try:
-                batch = next(batches)
-            except StopIteration:
-                batches = iter(dm.train_dataloader())
-                batch = next(batches)
-            module.training_step(batch)
-
-    for _ in range(warmup):
-        g_step()
-    t0, c0 = time.perf_counter(), time.process_time()
-    for _ in range(steps):
-        g_step()
-    return (time.process_time() - c0) / steps, (time.perf_counter() - t0) / steps
+    return _timed_g_steps(module, dm, int(cfg.n_critic), steps, warmup)
 
 
 def time_proxies(steps: int) -> dict[str, float]:
