@@ -32,7 +32,6 @@ Only what can be batched this way is accepted (:data:`SUPPORTED_REGULARIZERS`, M
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from gancollapse.models.gan import GANModule
-from gancollapse.models.phased import found_nonfinite
+from gancollapse.models.phased import TrainClock, found_nonfinite
 from gancollapse.nets.stacked import StackedMLP
 from gancollapse.optim.stacked import StackedOptimizer, stacked_optimizer
 from gancollapse.regularizers.gradient_penalty import GradientPenalty, gradient_penalty
@@ -97,7 +96,7 @@ def check_members(members: Sequence[GANModule]) -> None:
             raise ValueError("compile=true: ensemble>1 runs its batched nets eagerly; set compile=false")
 
 
-class EnsembleGAN(L.LightningModule):
+class EnsembleGAN(TrainClock, L.LightningModule):
     """K :class:`~gancollapse.models.gan.GANModule` s (built one per seed) trained as one batched model.
 
     Args:
@@ -159,8 +158,7 @@ class EnsembleGAN(L.LightningModule):
         self.active = [True] * self.k
         #: member -> its final bookkeeping when it stopped early (status, reason, counters)
         self.stopped: dict[int, dict[str, Any]] = {}
-        self.train_seconds = 0.0
-        self._t0: float | None = None
+        self.train_seconds, self._t0 = 0.0, None
         #: per-member run records (:class:`gancollapse.ensemble.MemberRecords`); None: no files
         self.records: Any = None
 
@@ -388,7 +386,7 @@ class EnsembleGAN(L.LightningModule):
         rows = [self._pending[n].detach().float().reshape(self.k) for n in names]
         skips = torch.stack(list(self._skips.values())).sum(0) if self._skips else torch.zeros(self.k)
         values = torch.stack([*rows, skips.to(rows[0].device)]).cpu().tolist() if rows else [[0.0] * self.k]
-        seconds = self.train_seconds + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
+        seconds = self.elapsed_train_seconds()
         for k in range(self.k):
             if not self.active[k] or self.records is None:
                 continue
@@ -402,18 +400,6 @@ class EnsembleGAN(L.LightningModule):
                     live = [values[names.index(key)][k] for k in range(self.k) if self.active[k]]
                     if live:
                         self.trainer.progress_bar_metrics[key] = sum(live) / len(live)
-
-    def on_train_start(self) -> None:
-        self._t0 = time.perf_counter()
-
-    def on_train_end(self) -> None:
-        self._accumulate_time()
-
-    def _accumulate_time(self) -> None:
-        if self._t0 is not None:
-            now = time.perf_counter()
-            self.train_seconds += now - self._t0
-            self._t0 = now
 
     def on_train_epoch_end(self) -> None:
         for m in self.members:

@@ -183,7 +183,31 @@ def _counter_values(counters: Mapping[str, Tensor | int]) -> dict[str, int]:
     return {n: int(values.get(n, v)) for n, v in counters.items()}
 
 
-class PhasedModule(L.LightningModule):
+class TrainClock:
+    """Training wall time that survives checkpoints: ``train_seconds`` accumulated up to the last
+    :meth:`_accumulate_time` (called at saves, stops and the end of training) plus the open interval since."""
+
+    train_seconds: float = 0.0
+    _t0: float | None = None  # start of the open interval; None outside training
+
+    def on_train_start(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_end(self) -> None:
+        self._accumulate_time()
+
+    def _accumulate_time(self) -> None:
+        if self._t0 is not None:
+            now = time.perf_counter()
+            self.train_seconds += now - self._t0
+            self._t0 = now
+
+    def elapsed_train_seconds(self) -> float:
+        """Seconds trained so far, the open interval included (nothing is accumulated)."""
+        return self.train_seconds + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
+
+
+class PhasedModule(TrainClock, L.LightningModule):
     """Base of every trainable model: phases, their optimizers, the one update, counters and logging.
 
     Subclasses set :attr:`optimizer_names`, :attr:`phase_optimizers` and :attr:`log_phase`, implement
@@ -248,8 +272,7 @@ class PhasedModule(L.LightningModule):
         self._found: dict[str, Tensor] = {}  # non-finite flag of the micro-batches accumulated so far
         #: the :func:`skip_path` each phase's last step took (``fused``, ``masked`` or ``host``).
         self.skip_paths: dict[str, str] = {}
-        self.train_seconds = 0.0
-        self._t0: float | None = None
+        self.train_seconds, self._t0 = 0.0, None
         self.latest_eval: dict[str, float] = {}
         self._pending_logs: dict[str, Tensor] = {}
         self.nudge_metrics: dict[str, float] = {}
@@ -498,7 +521,7 @@ class PhasedModule(L.LightningModule):
         host_skips = sum(v for v in self._skips.values() if not isinstance(v, Tensor))
         metrics["train/nonfinite_skips"] = int(sum(values[len(names):]) + host_skips)
         if self._t0 is not None:
-            metrics["train/seconds"] = self.train_seconds + (time.perf_counter() - self._t0)
+            metrics["train/seconds"] = self.elapsed_train_seconds()
         self.log_metrics(metrics)
         bar = {k.split("/", 1)[1]: v for k, v in metrics.items() if k in ("train/d_loss", "train/g_loss")}
         if self._trainer is not None:
@@ -511,17 +534,8 @@ class PhasedModule(L.LightningModule):
             logger.log_metrics(dict(metrics), step=self.steps.get(self.log_phase, 0))
 
     def on_train_start(self) -> None:
-        self._t0 = time.perf_counter()
+        super().on_train_start()
         self.hook_path = "direct" if direct_path(self.trainer, self) else "lightning"
-
-    def on_train_end(self) -> None:
-        self._accumulate_time()
-
-    def _accumulate_time(self) -> None:
-        if self._t0 is not None:
-            now = time.perf_counter()
-            self.train_seconds += now - self._t0
-            self._t0 = now
 
     def on_train_epoch_end(self) -> None:
         scheds = self.lr_schedulers()
