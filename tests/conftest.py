@@ -149,6 +149,22 @@ class StandInGenerator(torch.nn.Module):
         return torch.device("cpu")
 
 
+class PriorStandIn(StandInGenerator):
+    """A stand-in that also draws its latents as a trained module does: N(0, I) of size ``z_dim`` through the
+    platform's prior (subclasses set ``z_dim`` and ``generate(n, z)``)."""
+
+    z_dim = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        from gancollapse.samplers.prior import PriorSampler
+
+        self.sampler = PriorSampler()
+
+    def sample_z(self, n: int, device, generator=None) -> torch.Tensor:  # noqa: ANN001
+        return self.sampler.prior(n, self.z_dim, device, generator)
+
+
 # ---------------------------------------------------------------------------- MBRCE-AAE / ALAE on tiny TFRecords
 N_IMAGES, N_TEST, BATCH = 160, 32, 32  # 128 training images: 4 batches per epoch
 

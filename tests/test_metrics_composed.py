@@ -27,7 +27,7 @@ from gancollapse.report import write_report
 from gancollapse.runio import RunError
 from gancollapse.schema import check_types
 from gancollapse.train import run
-from tests.conftest import compose_cfg
+from tests.conftest import PriorStandIn, compose_cfg
 from tests.test_metrics_evaluator import _NoisyG
 
 
@@ -76,19 +76,10 @@ class Draws:
         return self.value + float(torch.randn(()))
 
 
-class _Points(torch.nn.Module):
+class _Points(PriorStandIn):
     """A "generator" whose output is its latent's first two coordinates, scaled."""
 
     z_dim = 2
-
-    def __init__(self) -> None:
-        super().__init__()
-        from gancollapse.samplers.prior import PriorSampler
-
-        self.sampler = PriorSampler()
-
-    def sample_z(self, n: int, device, generator=None) -> torch.Tensor:  # noqa: ANN001
-        return self.sampler.prior(n, self.z_dim, device, generator)
 
     def generate(self, n: int, z: torch.Tensor, batch_size: int = 10_000) -> torch.Tensor:
         return 1.5 * z

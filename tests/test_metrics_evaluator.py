@@ -18,7 +18,7 @@ from gancollapse.metrics.image_callback import ImageEvaluator
 from gancollapse.metrics.toy_callback import ToyEvaluator
 from gancollapse.paths import CONF_DIR
 from gancollapse.runner import build_callbacks
-from tests.conftest import StandInGenerator
+from tests.conftest import PriorStandIn
 
 DATASETS = ["celeba", "cifar10", "digits", "grid", "image_folder", "mnist", "ring", "stacked_mnist", "tfrecord"]
 TOYS = {"ring", "grid"}
@@ -167,20 +167,11 @@ def test_every_dataset_has_a_default_evaluator_choice():
     assert not missing, f"add conf/evaluator/default/<name>.yaml for {missing}"
 
 
-class _NoisyG(StandInGenerator):
+class _NoisyG(PriorStandIn):
     """A generator with stochastic inputs (as ALAE's noise): G(z) = tanh(pattern(z) + 0.3·ε), ε ~ N(0, I)
     from the global RNG."""
 
     z_dim = 4
-
-    def __init__(self) -> None:
-        super().__init__()
-        from gancollapse.samplers.prior import PriorSampler
-
-        self.sampler = PriorSampler()
-
-    def sample_z(self, n: int, device, generator=None) -> torch.Tensor:  # noqa: ANN001
-        return self.sampler.prior(n, self.z_dim, device, generator)
 
     def generate(self, n: int, z: torch.Tensor, batch_size: int = 10_000) -> torch.Tensor:
         pattern = z.repeat_interleave(256, dim=1).reshape(n, 1, 32, 32)
