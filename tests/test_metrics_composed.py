@@ -11,6 +11,7 @@ import pytest
 import torch
 import torchmetrics
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 import gancollapse
 from gancollapse.build import instantiate_checked
@@ -248,3 +249,6 @@ def test_saved_runs_from_before_evaluator_metrics_still_build_their_metrics():
     assert list(stacked.metrics) == ["fid", "kid", "prdc", "is", "i_variance", "modes"]
     new = {"_target_": "gancollapse.metrics.toy_callback.ToyEvaluator", "threshold": 3.0}
     assert upgrade_saved_evaluator(new, "ring") is new
+    # the AAE evaluator moved out of the aae package: a run saved with the old target still builds it
+    aae = upgrade_saved_evaluator(OmegaConf.create({**old, "_target_": "gancollapse.aae.evaluate.AAEEvaluator"}))
+    assert aae._target_ == "gancollapse.metrics.aae.AAEEvaluator" and "metrics" in aae

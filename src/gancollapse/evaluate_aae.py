@@ -21,9 +21,6 @@ from gancollapse.metrics.image_callback import upgrade_saved_evaluator
 
 log = logging.getLogger("gancollapse")
 
-# Runs saved before the evaluator moved out of the aae package (which sits below the models) still evaluate.
-MOVED_TARGETS = {"gancollapse.aae.evaluate.AAEEvaluator": "gancollapse.metrics.aae.AAEEvaluator"}
-
 
 def evaluate_run(run_dir: str | Path, which: str = "last", figures: bool = True) -> dict[str, float]:
     """Evaluate a run directory's checkpoint as the end of training does; merges the metrics into its
@@ -34,10 +31,8 @@ def evaluate_run(run_dir: str | Path, which: str = "last", figures: bool = True)
         raise ValueError(f"{run_dir}/config.yaml has no evaluator (trained with evaluator=none): nothing says which "
                          "features to use; rerun training with evaluator=aae")
     module, dm = load_run(run_dir, which)
-    target = cfg.evaluator.get("_target_")
-    if target in MOVED_TARGETS:
-        cfg.evaluator._target_ = MOVED_TARGETS[target]
-    evaluator = instantiate(upgrade_saved_evaluator(cfg.evaluator))  # a run saved before evaluator.metrics too
+    # a run saved before evaluator.metrics, or before the evaluator moved, still evaluates
+    evaluator = instantiate(upgrade_saved_evaluator(cfg.evaluator))
     if not isinstance(evaluator, AAEEvaluator):
         raise ValueError(f"{run_dir}: evaluator {cfg.evaluator.get('_target_')} is not an AAEEvaluator; train with "
                          "evaluator=aae")

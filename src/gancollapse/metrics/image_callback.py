@@ -271,14 +271,21 @@ def grid_tensor(images: Tensor, nrow: int) -> Tensor:
 
 #: keys of image evaluator nodes saved before ``evaluator.metrics`` existed (older runs' config.yaml)
 LEGACY_METRIC_KEYS = ("kid", "kid_subset_size", "kid_subsets", "prdc", "n_prdc", "is_splits", "fid_backend")
+#: evaluator classes that moved, old ``_target_`` → new (the AAE evaluator left the aae package, below the models)
+MOVED_TARGETS = {"gancollapse.aae.evaluate.AAEEvaluator": "gancollapse.metrics.aae.AAEEvaluator"}
 
 
 def upgrade_saved_evaluator(node: Any, dataset: str | None = None) -> Any:
     """An image evaluator node saved before ``evaluator.metrics`` existed, its metric keys turned into the
     ``metrics`` mapping that computes what that run computed (Stacked MNIST / Stacked Digits: with mode counts),
     so ``python -m gancollapse.sample`` and ``gancollapse.evaluate_aae`` still score older runs; any other node
-    is returned as it is."""
-    if not isinstance(node, (DictConfig, Mapping)) or "metrics" in node or not any(k in node for k in LEGACY_METRIC_KEYS):
+    is returned as it is. A ``_target_`` that moved since (:data:`MOVED_TARGETS`) is pointed at its new place."""
+    if not isinstance(node, (DictConfig, Mapping)):
+        return node
+    moved = MOVED_TARGETS.get(str(node.get("_target_")))
+    if moved is not None:
+        node = OmegaConf.merge(node, {"_target_": moved}) if isinstance(node, DictConfig) else {**node, "_target_": moved}
+    if "metrics" in node or not any(k in node for k in LEGACY_METRIC_KEYS):
         return node
     out = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
     old = {k: out.pop(k) for k in LEGACY_METRIC_KEYS if k in out}
