@@ -4,16 +4,19 @@ Times the platform's Lightning path (GANModule + Trainer, as `python -m gancolla
 evaluator off) side by side with a plain PyTorch loop of the same nets and the same work, on CPU and, when
 available, on GPU. Both skip the same 5 warm-up steps and time the next ``--steps`` G steps; each reports
 wall-clock steps/s and, on the CPU, steps per CPU-second of the process (less sensitive to other jobs on a
-shared machine). The plain loop does what the platform computes: D's forward on cat(real, fake), G reusing
-D's z, and D frozen during G's step (no D weight gradients). ``--plain-seed-style`` computes D's weight
-gradients in G's step as the Mode_Collapse seed does (more work than the platform does). ``--compile [MODE]``
+shared machine). ``--plain`` picks the bare loop: ``same`` (default) computes what the platform computes (D's
+forward on cat(real, fake), G reusing D's z and D's G(z), recorded once with grad, and D frozen during G's step),
+so the ratio is the platform's own overhead; ``textbook`` recomputes G(z) in G's step after a no-grad G(z) for D,
+as most GAN loops do (one G forward per step more than the platform); ``seed`` is ``textbook`` that also
+computes D's weight gradients in G's step, as the Mode_Collapse seed does (``--plain-seed-style`` is kept as
+its alias). ``--compile [MODE]``
 runs the platform's nets under ``torch.compile`` (default mode ``reduce-overhead``: CUDA graphs on a GPU);
 ``--no-plain`` times the platform path alone. The two loops alternate in order, repeat by repeat; the table
 shows the best of N, and the median of the per-repeat (back-to-back) ratios is printed after it, the figure to
 quote from a loaded machine. Usage:
 
     python scripts/bench_toy.py [--steps 1500] [--repeats 3] [--device cpu|cuda|all] [--compile [MODE]]
-        [--no-plain] [--plain-seed-style] [--json out.json]
+        [--no-plain] [--plain same|textbook|seed] [--json out.json]
 
 ``--ensemble K`` times ``ensemble=K`` (K seeds as one batched model, gancollapse.ensemble) against one run of
 the same config, for the cases of ``--cases`` (gdpp: the GDPP/VEEGAN 2x128 MLPs at GDPP's batch 512 and z 256;
@@ -51,9 +54,16 @@ from gancollapse.train import run
 WARMUP = 5  # untimed G steps before the clock starts, in both loops
 
 
+PLAIN_STYLES = ("same", "textbook", "seed")
+
+
 def plain_loop(steps: int, device: str, batch: int = 500, n: int = 10_000, z_dim: int = 32,
-               seed_style: bool = False) -> dict[str, float]:
-    """The same D/G steps written as a bare PyTorch loop; returns G steps per second (wall and CPU)."""
+               style: str = "same") -> dict[str, float]:
+    """The same D/G steps written as a bare PyTorch loop (``style``: see the module docstring); returns G
+    steps per second (wall and CPU)."""
+    if style not in PLAIN_STYLES:
+        raise ValueError(f"plain loop style {style!r}: use one of {', '.join(PLAIN_STYLES)}")
+    shared, seed_style = style == "same", style == "seed"
     torch.manual_seed(0)
     g = MLP(z_dim, 2, last_hidden_activation="tanh").to(device)
     d = MLP(2, 1).to(device)
@@ -63,15 +73,19 @@ def plain_loop(steps: int, device: str, batch: int = 500, n: int = 10_000, z_dim
 
     def one_step(real: torch.Tensor) -> None:
         z = torch.randn(batch, z_dim, device=device)
-        with torch.no_grad():
-            fake = g(z)
+        if shared:
+            fake_g = g(z)
+            fake = fake_g.detach()
+        else:
+            with torch.no_grad():
+                fake = g(z)
         out = d(torch.cat([real, fake]))
         loss_d = F.softplus(-out[:batch]).mean() + F.softplus(out[batch:]).mean()
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
         d.requires_grad_(seed_style)  # the platform freezes D here: no D weight gradients in G's step
-        loss_g = -F.softplus(d(g(z))).mean()
+        loss_g = -F.softplus(d(fake_g if shared else g(z))).mean()
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
@@ -269,8 +283,11 @@ def main() -> None:
     p.add_argument("--compile", nargs="?", const="reduce-overhead", default=None, metavar="MODE",
                    help="torch.compile the platform's nets (default mode reduce-overhead)")
     p.add_argument("--no-plain", action="store_true", help="time the platform path only")
-    p.add_argument("--plain-seed-style", action="store_true",
-                   help="the plain loop computes D's weight gradients in G's step, as the seed does")
+    p.add_argument("--plain", default="same", choices=PLAIN_STYLES,
+                   help="the bare loop to compare with: same work as the platform (default), the textbook "
+                        "loop (G(z) recomputed for G's step) or the seed's (textbook + D's weight gradients)")
+    p.add_argument("--plain-seed-style", action="store_const", const="seed", dest="plain",
+                   help="alias of --plain seed")
     p.add_argument("--json", type=Path, default=None, help="also write results here")
     p.add_argument("--ensemble", type=int, default=None, metavar="K",
                    help="time ensemble=K against one run (see --cases) instead of the plain-loop comparison")
@@ -296,12 +313,12 @@ def main() -> None:
         for i in range(args.repeats):
             # the order alternates, so neither loop always runs first (warm caches, load that rises or falls)
             if not args.no_plain and i % 2 == 0:
-                plain.append(plain_loop(args.steps, dev, seed_style=args.plain_seed_style))
+                plain.append(plain_loop(args.steps, dev, style=args.plain))
             light.append(lightning_loop(args.steps, dev, args.compile))
             if not args.no_plain and i % 2 == 1:
-                plain.append(plain_loop(args.steps, dev, seed_style=args.plain_seed_style))
+                plain.append(plain_loop(args.steps, dev, style=args.plain))
         row = {"device": dev if dev == "cpu" else torch.cuda.get_device_name(), "steps": args.steps,
-               "compile": args.compile or False, "plain": "seed-style" if args.plain_seed_style else "same work",
+               "compile": args.compile or False, "plain": args.plain,
                "lightning_steps_s": max(r["wall"] for r in light)}
         clocks = ["wall", "cpu"] if dev == "cpu" else ["wall"]
         if dev == "cpu":

@@ -334,3 +334,28 @@ def test_stacked_optimizer_is_one_torch_optimizer_per_member_with_its_own_skips(
         torch.testing.assert_close(stacked[k], params[k].detach(), atol=1e-7, rtol=0)
     with pytest.raises(ValueError, match=r"^optim.generator=SGD: ensemble>1 batches only"):
         stacked_optimizer(torch.optim.SGD([params[0]], lr=1.0), [stacked], "optim.generator")
+
+
+def test_ensemble_shares_g_of_d_phase_with_g_phase_bitwise(tmp_path, monkeypatch):
+    """As the single run (:attr:`GANModule.share_fake`): G's phase backpropagates through the stacked G(z) of
+    D's phase, one stacked G forward per G step fewer, with bitwise the same members as recomputing it."""
+    calls = {"n": 0}
+    forward = StackedMLP.forward
+
+    def counted(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        calls["n"] += int(self.training)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(StackedMLP, "forward", counted)
+    weights, forwards = {}, {}
+    for name in ("shared", "recomputed"):
+        if name == "recomputed":  # members that do not share make the ensemble recompute
+            monkeypatch.setattr("gancollapse.models.gan._forward_is_pure", lambda net: False)
+        calls["n"] = 0
+        summary = run(toy("ensemble=2", "seed=3", "max_g_steps=6", "regularizer=topk"), tmp_path / name)
+        forwards[name] = calls["n"]
+        weights[name] = gancollapse.load(tmp_path / name / "seed_4", which="last").module.state_dict()
+    # the G forwards of the shared run: one per D phase (and none in G's); the recomputing run adds one per G step
+    assert forwards["recomputed"] - forwards["shared"] == summary["g_steps"] == 6
+    for key, value in weights["shared"].items():
+        assert torch.equal(value, weights["recomputed"][key]), key

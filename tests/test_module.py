@@ -3,6 +3,7 @@ skipping, gradient accumulation, NudgedAdam on any model."""
 
 from __future__ import annotations
 
+import os
 from functools import partial
 
 import lightning as L
@@ -353,3 +354,81 @@ def test_direct_path_trains_the_same_weights_as_lightnings_path(tmp_path):
         assert torch.equal(a["weights"][k], b["weights"][k]), k
     for sa, sb in zip(a["opt_state"], b["opt_state"], strict=True):
         assert len(sa) == len(sb) > 0 and all(torch.equal(x, y) for x, y in zip(sa, sb, strict=True))
+
+
+class NoSharedFake(L.Callback):
+    """Turns off the fake sharing between D's and G's phases (the reference: G recomputes G(z))."""
+
+    def on_train_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        pl_module.share_fake = False
+
+
+class CountGForwards(L.Callback):
+    """Counts G's training-mode forward passes."""
+
+    calls = 0
+
+    def on_train_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        CountGForwards.calls = 0
+
+        def count(module, args, out) -> None:  # noqa: ANN001
+            CountGForwards.calls += int(module.training)
+
+        pl_module.generator.register_forward_hook(count)
+
+
+@pytest.mark.parametrize("extra", [
+    [],
+    ["n_critic=2", "optim=adam"],
+    ["regularizer=[gradient_penalty,topk]", "loss=wasserstein"],
+    ["regularizer=unrolled", "regularizer.unrolled.k=2"],
+    ["regularizer=pack"],
+    ["regularizer=maem"],
+], ids=["plain", "n_critic2", "wgan_gp_topk", "unrolled", "pack", "maem"])
+def test_shared_fakes_train_bitwise_the_same_weights_with_one_g_forward_fewer(tmp_path, extra):
+    """D's phase records G(z) with grad and G's phase backpropagates through it: the same weights and
+    optimizer state, bitwise, as recomputing G(z) in G's phase, with one G forward per G step fewer."""
+    base = ["max_g_steps=6", "evaluator=none", "dataset.n_samples=800", "model.generator.hidden=32",
+            "model.discriminator.hidden=32", "+callbacks.snap._target_=tests.test_module.Snapshot",
+            "+callbacks.count._target_=tests.test_module.CountGForwards", *extra]
+    taken, forwards = {}, {}
+    for name, more in (("shared", []), ("recomputed", ["+callbacks.off._target_=tests.test_module.NoSharedFake"])):
+        Snapshot.taken = {}
+        summary = run(compose_cfg([*base, *more]), tmp_path / name)
+        taken[name], forwards[name] = Snapshot.taken, CountGForwards.calls
+    assert forwards["recomputed"] - forwards["shared"] == summary["g_steps"] == 6
+    a, b = taken["shared"], taken["recomputed"]
+    for k in a["weights"]:
+        assert torch.equal(a["weights"][k], b["weights"][k]), k
+    for sa, sb in zip(a["opt_state"], b["opt_state"], strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(sa, sb, strict=True))
+
+
+def test_fakes_are_not_shared_where_a_second_g_forward_is_not_a_repeat():
+    """Batch norm (running statistics), dropout or spectral norm (power iteration) in G, G drawing its own z:
+    G's phase recomputes."""
+    assert _gan().share_fake
+    assert not _gan(g_reuse_z=False).share_fake
+    torch.manual_seed(0)
+    bn_g = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
+    assert not GANModule(bn_g, MLP(2, 1, hidden=16, depth=2), NonSaturatingLoss(), z_dim=4).share_fake
+    drop_g = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.1), nn.Linear(8, 2))
+    assert not GANModule(drop_g, MLP(2, 1, hidden=16, depth=2), NonSaturatingLoss(), z_dim=4).share_fake
+    for sn in (nn.utils.parametrizations.spectral_norm, nn.utils.spectral_norm):  # power iteration per forward
+        sn_g = nn.Sequential(sn(nn.Linear(4, 8)), nn.ReLU(), nn.Linear(8, 2))
+        assert not GANModule(sn_g, MLP(2, 1, hidden=16, depth=2), NonSaturatingLoss(), z_dim=4).share_fake
+
+
+@pytest.mark.parametrize("nvml_count, flag, expected", [(-1, "1", "0"), (0, "1", "1"), (2, "1", "1"), (-1, None, None)])
+def test_the_nvml_probe_is_skipped_only_where_nvml_cannot_load(monkeypatch, nvml_count, flag, expected):
+    """Lightning's NVML-based CUDA check is replaced by CUDA's own count only where NVML fails to load (the
+    check would fall back to it anyway); where NVML answers, or Lightning did not ask for it, nothing changes."""
+    from gancollapse.runner import skip_failing_nvml_probe
+
+    if flag is None:
+        monkeypatch.delenv("PYTORCH_NVML_BASED_CUDA_CHECK", raising=False)
+    else:
+        monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", flag)
+    monkeypatch.setattr(torch.cuda, "_raw_device_count_nvml", lambda: nvml_count)
+    assert skip_failing_nvml_probe() == (flag is not None and nvml_count < 0)
+    assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == expected

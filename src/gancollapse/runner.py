@@ -393,11 +393,34 @@ def _run(cfg: DictConfig, run_dir: Path, rank0: bool, resume: Path | None,
     return RunSummary(run_dir, cfg).write(module, status, **extra) if trainer.is_global_zero else {}
 
 
+def skip_failing_nvml_probe() -> bool:
+    """Ask torch for CUDA's own device count where NVML cannot be loaded; True if it changed the setting.
+
+    Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` on import, so that availability checks count GPUs
+    through NVML and do not initialise CUDA before DataLoader workers fork. torch's Adam and RMSprop run such
+    a check on every step (``Optimizer._accelerator_graph_capture_health_check``), and where there is no NVIDIA
+    driver each one tries to ``dlopen`` NVML, fails, and falls back to CUDA's count anyway: ~45 µs per
+    optimizer step on a CPU-only machine for nothing. There the fallback is all that ever runs, so it is asked
+    for directly; wherever NVML loads, nothing changes.
+    """
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1":
+        return False
+    try:
+        nvml_count = torch.cuda._raw_device_count_nvml()
+    except Exception:  # a torch without this private probe: leave Lightning's choice alone
+        return False
+    if nvml_count >= 0:
+        return False
+    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
+    return True
+
+
 def fit_run(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, resume: Path | None,
             guard: RunGuard) -> str:
     """``trainer.fit`` from ``resume`` (None: from scratch); returns the run's status (``finished``, or the stop
     that saved: ``interrupted: SIGTERM``, ``diverged``). A stop that saved nothing is raised; a checkpoint that
     does not fit the model becomes a one-line :class:`RunError`."""
+    skip_failing_nvml_probe()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
     except StopTraining as stop:

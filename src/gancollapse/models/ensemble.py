@@ -129,6 +129,8 @@ class EnsembleGAN(TrainClock, L.LightningModule):
         self.accumulate, self.skip_nonfinite = first.accumulate, first.skip_nonfinite
         #: updates=simultaneous (:attr:`gancollapse.models.phased.PhasedModule.simultaneous`)
         self.simultaneous = bool(first.simultaneous)
+        #: G's phase backpropagates through the G(z) D's phase computed (:attr:`GANModule.share_fake`)
+        self.share_fake = all(bool(getattr(m, "share_fake", False)) for m in members)
         #: one D forward on real and fake together (no BatchNorm in D: :attr:`GANModule.concat_d`)
         self.concat_d = not self.discriminator.batch_norm
         self.log_every_n_steps = first.log_every_n_steps
@@ -289,7 +291,7 @@ class EnsembleGAN(TrainClock, L.LightningModule):
 
     def d_loss(self, real: Tensor, z: Tensor, shared: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """:meth:`GANModule.d_loss` for all members: ``(K,)`` tensors."""
-        if self.simultaneous and shared is not None:
+        if shared is not None and (self.simultaneous or (self.share_fake and "g" in self.phases())):
             shared["fake"] = self.generator(z)  # G's phase scores these very fakes
             fake = shared["fake"].detach()
         else:

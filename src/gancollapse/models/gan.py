@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from gancollapse.losses import Objective
 from gancollapse.models.contract import REGULARIZER_HOOKS, ConfigUse
@@ -32,6 +33,14 @@ UPDATES = ("alternating", "simultaneous")
 
 def _has_batch_coupling(net: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
+def _forward_is_pure(net: nn.Module) -> bool:
+    """Whether two training-mode forwards of ``net`` on one input give the same output and leave the same
+    state: no normalisation running statistics to update twice, no dropout mask to draw twice, and no
+    parametrization or pre-forward hook (spectral norm's power iteration updates ``u`` on every forward)."""
+    return not any(isinstance(m, (nn.modules.batchnorm._NormBase, nn.modules.dropout._DropoutNd))
+                   or parametrize.is_parametrized(m) or m._forward_pre_hooks for m in net.modules())
 
 
 class GANModule(PhasedModule):
@@ -118,6 +127,13 @@ class GANModule(PhasedModule):
                                  "G's phase shares with D's; use compile=true (no CUDA graphs) or updates=alternating")
         # One D forward on cat(real, fake) halves kernel launches; only valid without batch-coupling layers.
         self.concat_d = not _has_batch_coupling(self.discriminator)
+        # With alternating updates and G reusing D's z, G's phase would recompute the very G(z) that D's phase
+        # computed under no_grad (G's weights do not change in between): D's phase records it with grad once
+        # and G's phase backpropagates through it, one G forward per step fewer with bitwise the same values.
+        # Off where a second forward is not a pure repeat (batch norm, dropout) or CUDA graphs would overwrite
+        # the shared fakes.
+        self.share_fake = (not self.simultaneous and self.g_reuse_z and not self.cudagraph_steps
+                           and _forward_is_pure(self.generator))
         # D's features ride along with the forward each phase already does (GDPP).
         self.d_features = any(reg.uses_d_features for reg in self.regularizers.values())
         rescoring = [n for n, r in self.regularizers.items() if type(r).g_discriminator is not Regularizer.g_discriminator]
@@ -184,7 +200,7 @@ class GANModule(PhasedModule):
 
     def d_loss(self, pb: PhaseBatch) -> dict[str, Tensor]:
         real, z = pb.real, pb.z
-        if self.simultaneous:
+        if self.simultaneous or (self.share_fake and "g" in self.phases()):
             # G's phase scores these very fakes (one G forward per step, one BatchNorm statistics update)
             pb.extras["fake"] = self.generator(z)
             fake = pb.extras["fake"].detach()
