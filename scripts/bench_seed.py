@@ -13,8 +13,9 @@ checkout given with ``--seed-path`` (or ``$GANCOLLAPSE_SEED_PATH``); without one
 measured" and the script says how to get one.
 
 Where the two differ in what they do (besides the framework): the seed computes D's weight gradients in G's
-step (the platform freezes D there), draws a fresh z for G (the platform reuses D's), runs D twice (real,
-fake) where the platform runs it once on both, reshuffles all 10,000 points before every batch, prints a
+step (the platform freezes D there), draws a fresh z for G and runs G on it again (the platform reuses D's z
+and backpropagates through the G(z) D's step computed), runs D twice (real, fake) where the platform runs it
+once on both, reshuffles all 10,000 points before every batch, prints a
 tqdm line with two ``.item()`` reads every step, draws its data point by point, and plots 12 frames of 1,000
 points. The platform evaluates 10 times on 10,000 points (modes, HQ, reverse KL) and draws 10 frames, a GIF
 and final.png, saves a resumable checkpoint every 1,000 optimizer steps and at the end, and logs to CSV.
