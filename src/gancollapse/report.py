@@ -66,7 +66,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("best/fid", "best FID", "{:.2f}"),
     ("kid", "KID", "{:.4f}"),
     ("is", "IS", "{:.2f}"),
-    ("g_steps", "G steps", "{}"),
+    ("g_steps", "G steps", "{:.0f}"),
     ("wall_seconds", "wall s", "{:.1f}"),
     ("status", "status", "{}"),
 ]
