@@ -419,7 +419,19 @@ def test_fakes_are_not_shared_where_a_second_g_forward_is_not_a_repeat():
         assert not GANModule(sn_g, MLP(2, 1, hidden=16, depth=2), NonSaturatingLoss(), z_dim=4).share_fake
 
 
-@pytest.mark.parametrize("nvml_count, flag, expected", [(-1, "1", "0"), (0, "1", "1"), (2, "1", "1"), (-1, None, None)])
+def _nvml_probe(answer):
+    def probe() -> int:
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+    return probe
+
+
+@pytest.mark.parametrize("nvml_count, flag, expected", [
+    (OSError("libnvidia-ml.so.1: cannot open shared object file"), "1", "0"),  # no NVIDIA driver
+    (-1, "1", "0"),  # the library loads, nvmlInit fails
+    (0, "1", "1"), (2, "1", "1"), (-1, None, None), (RuntimeError("?"), "1", "1"),
+], ids=["no_library", "init_fails", "no_gpu", "two_gpus", "not_asked", "unknown_error"])
 def test_the_nvml_probe_is_skipped_only_where_nvml_cannot_load(monkeypatch, nvml_count, flag, expected):
     """Lightning's NVML-based CUDA check is replaced by CUDA's own count only where NVML fails to load (the
     check would fall back to it anyway); where NVML answers, or Lightning did not ask for it, nothing changes."""
@@ -429,6 +441,6 @@ def test_the_nvml_probe_is_skipped_only_where_nvml_cannot_load(monkeypatch, nvml
         monkeypatch.delenv("PYTORCH_NVML_BASED_CUDA_CHECK", raising=False)
     else:
         monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", flag)
-    monkeypatch.setattr(torch.cuda, "_raw_device_count_nvml", lambda: nvml_count)
-    assert skip_failing_nvml_probe() == (flag is not None and nvml_count < 0)
+    monkeypatch.setattr(torch.cuda, "_raw_device_count_nvml", _nvml_probe(nvml_count))
+    assert skip_failing_nvml_probe() == (expected == "0")
     assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == expected

@@ -403,11 +403,16 @@ def skip_failing_nvml_probe() -> bool:
     optimizer step on a CPU-only machine for nothing. There the fallback is all that ever runs, so it is asked
     for directly; wherever NVML loads, nothing changes.
     """
-    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1":
+    probe = getattr(torch.cuda, "_raw_device_count_nvml", None)
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1" or probe is None:
         return False
     try:
-        nvml_count = torch.cuda._raw_device_count_nvml()
-    except Exception:  # a torch without this private probe: leave Lightning's choice alone
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Can't initialize NVML": the case handled here
+            nvml_count = probe()
+    except OSError:  # NVML's library is not there (no NVIDIA driver): torch's own check treats it the same
+        nvml_count = -1
+    except Exception:  # anything else: leave Lightning's choice alone
         return False
     if nvml_count >= 0:
         return False

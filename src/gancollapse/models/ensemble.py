@@ -293,7 +293,7 @@ class EnsembleGAN(TrainClock, L.LightningModule):
         """:meth:`GANModule.d_loss` for all members: ``(K,)`` tensors."""
         if shared is not None and (self.simultaneous or (self.share_fake and "g" in self.phases())):
             shared["fake"] = self.generator(z)  # G's phase scores these very fakes
-            fake = shared["fake"].detach()
+            fake = shared["fake"].detach().clone()
         else:
             with torch.no_grad():
                 fake = self.generator(z)

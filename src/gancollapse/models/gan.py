@@ -203,7 +203,7 @@ class GANModule(PhasedModule):
         if self.simultaneous or (self.share_fake and "g" in self.phases()):
             # G's phase scores these very fakes (one G forward per step, one BatchNorm statistics update)
             pb.extras["fake"] = self.generator(z)
-            fake = pb.extras["fake"].detach()
+            fake = pb.extras["fake"].detach().clone()  # its own storage: D-side edits cannot reach G's graph
         else:
             with torch.no_grad():
                 fake = self.generator(z)
