@@ -444,3 +444,19 @@ def test_the_nvml_probe_is_skipped_only_where_nvml_cannot_load(monkeypatch, nvml
     monkeypatch.setattr(torch.cuda, "_raw_device_count_nvml", _nvml_probe(nvml_count))
     assert skip_failing_nvml_probe() == (expected == "0")
     assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == expected
+
+
+def test_bench_toy_plain_loop_styles_run_and_an_unknown_style_is_refused():
+    """``scripts/bench_toy.py --plain same|textbook|seed``: each bare loop trains a few steps; a typo is refused."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_toy.py"
+    spec = importlib.util.spec_from_file_location("bench_toy_script", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for style in bench.PLAIN_STYLES:
+        speed = bench.plain_loop(2, "cpu", batch=32, n=256, style=style)
+        assert speed["wall"] > 0 and speed["cpu"] > 0, style
+    with pytest.raises(ValueError, match="plain loop style 'seed-style'"):
+        bench.plain_loop(2, "cpu", style="seed-style")

@@ -130,8 +130,8 @@ class GANModule(PhasedModule):
         # With alternating updates and G reusing D's z, G's phase would recompute the very G(z) that D's phase
         # computed under no_grad (G's weights do not change in between): D's phase records it with grad once
         # and G's phase backpropagates through it, one G forward per step fewer with bitwise the same values.
-        # Off where a second forward is not a pure repeat (batch norm, dropout) or CUDA graphs would overwrite
-        # the shared fakes.
+        # Off where a second forward is not a pure repeat (running statistics, dropout, spectral norm's power
+        # iteration: _forward_is_pure) or CUDA graphs would overwrite the shared fakes.
         self.share_fake = (not self.simultaneous and self.g_reuse_z and not self.cudagraph_steps
                            and _forward_is_pure(self.generator))
         # D's features ride along with the forward each phase already does (GDPP).
