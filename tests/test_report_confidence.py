@@ -12,6 +12,7 @@ from scipy import special, stats
 from gancollapse.aggregate import aggregate_group, bootstrap_ci, confidence_columns, holm, seed_values, welch
 from gancollapse.benchmark import interval_errors, plot_modes_kl
 from gancollapse.report import find_baseline, main, write_report
+from gancollapse.runio import MissingError
 from tests.test_scaleout_aggregate import _make_run
 
 
@@ -228,6 +229,67 @@ def test_report_without_baseline_gives_intervals_only_and_single_runs_none(tmp_p
     assert "One run per configuration: no intervals or tests" in text and "95% CI" not in text
 
 
+# ---------------------------------------------------------------------------- a report over several sittings
+def _sitting(root, losses, hinge_shift=0.0):
+    for loss in losses:
+        for seed, kl in enumerate(KLS[loss]):
+            shift = hinge_shift if loss == "hinge" else 0.0
+            _make_run(root / f"{loss}_s{seed}", seed, {"toy/reverse_kl": kl + shift, "toy/modes": 8},
+                      overrides=[f"loss={loss}"], loss_name=loss)
+    return root
+
+
+def _by_label(csv_path):
+    with open(csv_path) as f:
+        return {r["overrides"]: r for r in csv.DictReader(f)}
+
+
+def test_an_included_leaderboard_is_tested_in_one_family_with_this_sweep(tmp_path):
+    """Sitting 1 measured hinge, standard and wasserstein; sitting 2 measured hinge again (the newer runs stand),
+    least_squares and topk. Sitting 2's report with sitting 1's leaderboard included gives the intervals and
+    Holm-adjusted p of one report over all the runs."""
+    everything = write_report(_sweep(tmp_path / "all"), baseline="hinge")
+    first = _sitting(tmp_path / "one", ["hinge", "standard", "wasserstein"], hinge_shift=5.0)  # old hinge runs differ
+    write_report(first, baseline="standard")  # its own tests, against another row: the merged report recomputes them
+    sitting_one = _by_label(first / "leaderboard.csv")
+    assert set(sitting_one) == {"loss=hinge", "loss=standard", "loss=wasserstein"}
+    assert sitting_one["loss=standard"]["baseline"] == "True" and sitting_one["loss=wasserstein"]["toy/reverse_kl/p"]
+    second = _sitting(tmp_path / "two", ["hinge", "least_squares", "topk"])
+    md = write_report(second, baseline="hinge", include=[first / "leaderboard.csv"])
+    merged, full = _by_label(md.with_suffix(".csv")), _by_label(everything.with_suffix(".csv"))
+    assert set(merged) == set(full) == {f"loss={k}" for k in KLS}
+    assert json.loads(merged["loss=hinge"]["toy/reverse_kl/values"]) == KLS["hinge"]  # this sweep's, not shifted
+    def cell(row, key):
+        text = row.get(key, "")
+        return float(text) if text not in ("", "True", "False") else text
+
+    for label, row in merged.items():
+        for key in ("toy/reverse_kl", "toy/reverse_kl/lo", "toy/reverse_kl/hi", "toy/reverse_kl/p",
+                    "toy/reverse_kl/p_holm", "toy/reverse_kl/significant", "baseline"):
+            assert cell(row, key) == pytest.approx(cell(full[label], key)), (label, key)
+    assert merged["loss=standard"]["source"] == str(first / "leaderboard.csv")
+    assert merged["loss=topk"]["source"] == merged["loss=hinge"]["source"] == "this sweep"
+    text = md.read_text()
+    assert "10 runs here in 5 configurations" in text and "Rows from earlier leaderboards (the `source` column): 2 of 5" in text
+    assert "Measured again in this sweep, so taken from its runs: `loss=hinge`" in text
+    assert "Holm's method across the rows tested on each metric (up to 3)" in text  # standard, wasserstein, least_squares
+
+
+def test_an_included_file_that_is_no_leaderboard_or_repeats_a_row_is_refused(tmp_path):
+    sweep = _sitting(tmp_path / "s", ["hinge", "standard"])
+    write_report(sweep)
+    with pytest.raises(MissingError, match="no such file"):
+        write_report(sweep, include=[tmp_path / "nowhere.csv"])
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(MissingError, match="not a leaderboard"):
+        write_report(sweep, include=[tmp_path / "other.csv"])
+    other = _sitting(tmp_path / "t", ["wasserstein", "topk"])
+    write_report(other)
+    (tmp_path / "copy.csv").write_text((other / "leaderboard.csv").read_text())
+    with pytest.raises(ValueError, match="'loss=wasserstein' is a row of both .*include one of them"):
+        write_report(sweep, include=[other / "leaderboard.csv", tmp_path / "copy.csv"])
+
+
 # ---------------------------------------------------------------------------- the benchmark's chart
 def test_chart_error_bars_are_the_bootstrap_interval(tmp_path):
     rows = [{"overrides": "experiment=benchmark/ns", "n": "3", "modes": "400", "modes/std": "300",
@@ -273,3 +335,29 @@ def test_benchmark_report_tests_training_rows_against_ns_and_leaves_sampling_row
     assert rows["ns_s0"]["modes p (Holm)"] == "baseline"
     assert rows["ns_s0/samples_prior"]["modes p (Holm)"] == "not compared"  # 2,000 images vs 10,000
     assert rows["ns_s0/samples_prior"]["modes 95% CI"].startswith("[")
+
+
+def test_benchmark_cli_includes_an_earlier_sitting_in_its_report_and_chart(tmp_path):
+    from gancollapse.benchmark import main as benchmark_main
+
+    modes = {"ns": [459.0, 120.0, 800.0], "hinge": [900.0, 910.0, 905.0], "lsgan": [880.0, 870.0, 875.0]}
+
+    def runs(root, names):
+        for name in names:
+            for seed, m in enumerate(modes[name]):
+                _make_run(root / f"{name}_s{seed}", seed, {"modes": m, "kl_uniform": 1000.0 / m},
+                          overrides=[f"experiment=benchmark/{name}"], experiment=name)
+
+    runs(tmp_path / "earlier", ["hinge", "lsgan"])
+    earlier = write_report(tmp_path / "earlier").with_suffix(".csv")
+    runs(tmp_path / "now", ["ns"])
+    benchmark_main(["--out", str(tmp_path / "now"), "--configs", "ns", "--seeds", "0,1,2", "--skip-train",
+                    "--skip-sample", "--include", str(earlier)])
+    rows = _by_label(tmp_path / "now" / "leaderboard.csv")
+    assert set(rows) == {"experiment=benchmark/ns", "experiment=benchmark/hinge", "experiment=benchmark/lsgan"}
+    assert rows["experiment=benchmark/ns"]["baseline"] == "True"
+    for name in ("hinge", "lsgan"):  # two tests against ns: Holm doubles the smaller p
+        assert rows[f"experiment=benchmark/{name}"]["source"] == str(earlier)
+    ps = {n: stats.ttest_ind(modes[n], modes["ns"], equal_var=False).pvalue for n in ("hinge", "lsgan")}
+    assert float(rows["experiment=benchmark/hinge"]["modes/p_holm"]) == pytest.approx(holm(list(ps.values()))[0])
+    assert (tmp_path / "now" / "modes_kl.png").is_file()

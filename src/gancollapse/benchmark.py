@@ -286,10 +286,11 @@ def read_leaderboard(csv_path: Path | str) -> list[dict[str, Any]]:
         return list(csv.DictReader(f))
 
 
-def report(out: Path, baseline: str | None = None) -> Path:
+def report(out: Path, baseline: str | None = None, include: Sequence[Path] = ()) -> Path:
     """Leaderboard (seed-aggregated, :func:`gancollapse.report.write_report`; with a ``baseline`` row name,
-    rows tested against it, Holm-adjusted) and ``modes_kl.png``."""
-    md = write_report(out, baseline=baseline)
+    rows tested against it, Holm-adjusted; ``include``: earlier leaderboard.csv files whose rows join it) and
+    ``modes_kl.png``."""
+    md = write_report(out, baseline=baseline, include=tuple(include))
     return plot_modes_kl(read_leaderboard(md.with_suffix(".csv")), out / "modes_kl.png")
 
 
@@ -310,6 +311,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-sample", type=int, default=2000, help="images per prior / MH-GAN / DRS sampling run")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-sample", action="store_true")
+    parser.add_argument("--include", type=Path, action="append", default=[], metavar="LEADERBOARD_CSV",
+                        help="an earlier sitting's leaderboard.csv whose configurations join the report and chart "
+                             "(repeatable; a configuration run here again is taken from this sitting)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every training run (after --)")
     args = parser.parse_args(argv)
     bench = load_set(args.set)
@@ -328,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
         run_commands(sample_commands(out, seeds, samplers, args.n_sample), args.jobs, args.threads,
                      out / "logs" / "sample")
     # the baseline named by a run dir: unique even when no override tells the rows apart (``--configs ns``)
-    chart = report(out, f"{BASELINE}_s{seeds[0]}" if BASELINE in configs and seeds else None)
+    chart = report(out, f"{BASELINE}_s{seeds[0]}" if BASELINE in configs and seeds else None, args.include)
     print(f"benchmark {bench.name}: {time.perf_counter() - t0:.0f} s; {out / 'leaderboard.md'}, {chart}")
 
 

@@ -69,6 +69,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("g_steps", "G steps", "{:.0f}"),
     ("wall_seconds", "wall s", "{:.1f}"),
     ("status", "status", "{}"),
+    ("source", "source", "{}"),  # only in a report that includes earlier leaderboards (--include)
 ]
 #: the metric columns that get an interval and a test (when a row has ≥ 3 runs); the rest show mean ± std
 STAT_KEYS: tuple[str, ...] = ("toy/modes", "toy/hq_fraction", "toy/reverse_kl", "modes", "kl_uniform", "fid",
@@ -101,6 +102,10 @@ def report_columns(declared: dict[str, tuple[str, str]]) -> tuple[list[tuple[str
 #: bootstrap resamples per interval, and the seed of their generator (the report is reproducible)
 N_RESAMPLES, BOOTSTRAP_SEED = 9999, 0
 PICTURES = ("plots/final.png", "samples/final.png", "scatter.png", "samples.png")
+#: what an included leaderboard's row loses: the statistics of its own report, recomputed in the merged one
+RECOMPUTED_SUFFIXES = ("/lo", "/hi", "/p", "/p_holm", "/significant")
+#: the ``source`` of the rows measured from the run directories, in a report that includes earlier leaderboards
+THIS_SWEEP = "this sweep"
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -165,6 +170,60 @@ def load_row(run_dir: Path, root: Path) -> dict[str, Any]:
         row.update(describe_run(OmegaConf.load(cfg_path)))
     row.update(summary)
     return row
+
+
+def _csv_cell(key: str, text: str) -> Any:
+    """A leaderboard.csv cell read back: per-run value lists from JSON, whole numbers as int, other numbers as
+    float, the rest (seed lists, dict records, labels) as the text."""
+    if key.endswith("/values"):
+        return json.loads(text)
+    with contextlib.suppress(ValueError):
+        return int(text)
+    with contextlib.suppress(ValueError):
+        return float(text)
+    return text
+
+
+def load_leaderboard(path: Path | str) -> list[dict[str, Any]]:
+    """The rows of an earlier report's ``leaderboard.csv``, for a report over several sittings
+    (``--include``): each keeps its means, spreads and per-run values (``<metric>/values``, what the intervals
+    and tests are computed from) and gets ``source`` = the file; its old intervals, p-values and baseline flag
+    are dropped, to be recomputed with the other rows (Holm's m counts them all).
+
+    Raises:
+        MissingError: the file is missing, or is not a leaderboard.csv (no ``run`` and ``n`` columns).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingError(f"--include {path}: no such file", "pass the leaderboard.csv an earlier report wrote")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        fields = reader.fieldnames or []
+    if not {"run", "n"} <= set(fields) or not rows:
+        raise MissingError(f"--include {path}: not a leaderboard (no rows, or no run and n columns)",
+                           "pass the leaderboard.csv that python -m gancollapse.report wrote")
+    return [{**{k: _csv_cell(k, v) for k, v in r.items()
+                if v != "" and k != "baseline" and not k.endswith(RECOMPUTED_SUFFIXES)}, "source": str(path)}
+            for r in rows]
+
+
+def merge_included(rows: list[dict[str, Any]], included: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """``rows`` (measured here, ``source`` = :data:`THIS_SWEEP`) plus the ``included`` rows whose label
+    (:func:`row_label`) no row measured here has; returns them and the labels of the included rows left out
+    because this sweep measured that configuration again (the newer runs stand). Two included rows with one
+    label are refused: which one stands would be a guess."""
+    here = {row_label(r) for r in rows}
+    seen: dict[str, str] = {}
+    kept, superseded = [], []
+    for r in included:
+        label = row_label(r)
+        if label in seen:
+            raise ValueError(f"--include: {label!r} is a row of both {seen[label]} and {r['source']}; "
+                             f"include one of them")
+        seen[label] = str(r["source"])
+        (superseded if label in here else kept).append(label if label in here else r)
+    return [{**r, "source": THIS_SWEEP} for r in rows] + kept, superseded
 
 
 def _fmt(value: Any, fmt: str) -> str:
@@ -372,11 +431,15 @@ def statistics_description(rows: list[dict[str, Any]], baseline: int | None, fam
 
 
 def write_report(root: Path | str, out: Path | str | None = None, baseline: str | None = None,
-                 alpha: float = 0.05, correction: str = "holm", ci_method: str = "percentile") -> Path:
+                 alpha: float = 0.05, correction: str = "holm", ci_method: str = "percentile",
+                 include: list[Path | str] | tuple[Path | str, ...] = ()) -> Path:
     """Write leaderboard.md/.csv and scatter_grid.png for every run below ``root``; returns the .md path.
 
     Rows with n ≥ 3 runs get (1 − ``alpha``) bootstrap intervals (``ci_method``) of their metrics' means; with
     a ``baseline`` (a row name, :func:`find_baseline`) the rows are tested against it (Welch, ``correction``).
+    ``include``: earlier reports' leaderboard.csv files whose rows join the table (:func:`load_leaderboard`,
+    :func:`merge_included`: a configuration measured here again replaces its included row), each row naming
+    its ``source``, so configurations run in different sittings are tested in one family.
     A bad option or a baseline that names no row (or several) raises before any file is written."""
     if correction not in CORRECTIONS:
         raise ValueError(f"--correction={correction}: unknown; use one of {list(CORRECTIONS)}")
@@ -391,11 +454,19 @@ def write_report(root: Path | str, out: Path | str | None = None, baseline: str 
     if not runs:
         raise MissingError(f"no runs below {root} (no summary.json or run directory): this is not a sweep dir",
                            "pass the directory a sweep (-m) or a run wrote, e.g. multirun/<date>/<time>")
+    included = [row for path in include for row in load_leaderboard(path)]
     loaded = [load_row(r, root) for r in runs]
     columns, stat_keys = report_columns(declared_columns(loaded))  # built-in columns + the metrics' own
     # One row per configuration: runs that differ only in seed are averaged (mean ± std, n).
-    rows = sort_rows(aggregate_seeds(loaded, [run_signature(r) for r in runs],
-                                     [run_overrides(r) for r in runs], values_of=stat_keys))
+    rows = aggregate_seeds(loaded, [run_signature(r) for r in runs], [run_overrides(r) for r in runs],
+                           values_of=stat_keys)
+    superseded: list[str] = []
+    if include:
+        for r in rows:  # a sweep of one configuration has no distinguishing overrides: label it by all of them
+            if not r.get("overrides") and run_overrides(root / str(r["run"])):
+                r["overrides"] = " ".join(run_overrides(root / str(r["run"])))
+        rows, superseded = merge_included(rows, included)
+    rows = sort_rows(rows)
     base = find_baseline(rows, baseline) if baseline else None
     stats = any(int(r.get("n", 1)) > 1 for r in rows)  # no repeated seeds: nothing to put an interval on
     families: dict[str, int] = {}
@@ -408,7 +479,13 @@ def write_report(root: Path | str, out: Path | str | None = None, baseline: str 
     md = out / "leaderboard.md"
     about = (statistics_description(rows, base, families, alpha, correction, ci_method) if stats else
              "One run per configuration: no intervals or tests (repeat seeds, e.g. seed=0,1,2, to get them).")
-    md.write_text(f"# Leaderboard: {root}\n\n{len(runs)} runs in {len(rows)} configurations (mean ± std over seeds, n runs each), best first: {sort_description(rows)}.\n\n{about}\n\n" + leaderboard_markdown(rows, stats, base, correction, alpha, columns, stat_keys))
+    if include:
+        about += (f"\n\nRows from earlier leaderboards (the `source` column): "
+                  f"{sum(r['source'] != THIS_SWEEP for r in rows)} of {len(rows)}, from {', '.join(map(str, include))}; "
+                  f"their per-run values are as those reports recorded them, their intervals and tests are "
+                  f"recomputed here. " + (f"Measured again in this sweep, so taken from its runs: "
+                                          f"{', '.join(f'`{s}`' for s in superseded)}." if superseded else ""))
+    md.write_text(f"# Leaderboard: {root}\n\n{len(runs)} runs{' here' if include else ''} in {len(rows)} configurations (mean ± std over seeds, n runs each), best first: {sort_description(rows)}.\n\n{about}\n\n" + leaderboard_markdown(rows, stats, base, correction, alpha, columns, stat_keys))
     keys = list(dict.fromkeys(k for r in rows for k in r))
     with open(out / "leaderboard.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
@@ -417,6 +494,8 @@ def write_report(root: Path | str, out: Path | str | None = None, baseline: str 
         writer.writerows({k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()} for r in rows)
     pictures, titles = [], []
     for r in rows:
+        if r.get("source", THIS_SWEEP) != THIS_SWEEP:
+            continue  # its pictures stayed with its own sweep
         run_dir = root / r["run"]
         pic = next((run_dir / p for p in PICTURES if (run_dir / p).is_file()), None)
         if pic is not None:
@@ -445,9 +524,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="significance level; intervals are at 1 - alpha (default 0.05: 95%%)")
     parser.add_argument("--ci-method", choices=CI_METHODS, default="percentile",
                         help="bootstrap interval of the mean (default percentile; see docs/SCALING.md)")
+    parser.add_argument("--include", type=Path, action="append", default=[], metavar="LEADERBOARD_CSV",
+                        help="an earlier report's leaderboard.csv whose rows join this one (repeatable): "
+                             "configurations run in another sitting, tested with these in one family")
     args = parser.parse_args(argv)
     with one_line_errors():
-        md = write_report(args.sweep, args.out, args.baseline, args.alpha, args.correction, args.ci_method)
+        md = write_report(args.sweep, args.out, args.baseline, args.alpha, args.correction, args.ci_method,
+                          args.include)
     print(md.read_text())
     print(f"Wrote {md}, {md.with_suffix('.csv')} and {md.parent / 'scatter_grid.png'}")
 
