@@ -481,7 +481,8 @@ MUTANTS: tuple[Mutant, ...] = (
        "a NaN/inf step on CPU is applied instead of skipped"),
     # ---- one G forward per step (G's phase reuses D's G(z))
     _m("shared_fake_never_shared", "models/gan.py",
-       "if self.simultaneous or (self.share_fake and \"g\" in self.phases()):", "if self.simultaneous:",
+       "        return self.simultaneous or (self.share_fake and \"g\" in self.phases())",
+       "        return self.simultaneous",
        [T + "test_module.py::test_shared_fakes_train_bitwise_the_same_weights_with_one_g_forward_fewer[plain]"],
        "G's phase recomputes the G(z) that D's phase already computed: one G forward per step wasted"),
     _m("shared_fake_despite_spectral_norm", "models/gan.py",
@@ -490,7 +491,7 @@ MUTANTS: tuple[Mutant, ...] = (
        [T + "test_module.py::test_fakes_are_not_shared_where_a_second_g_forward_is_not_a_repeat"],
        "fakes are shared where G's forward updates state (spectral norm's u): training changes"),
     _m("ensemble_fake_never_shared", "models/ensemble.py",
-       "if shared is not None and (self.simultaneous or (self.share_fake and \"g\" in self.phases())):",
+       "if shared is not None and self.g_scores_d_fakes():",
        "if shared is not None and self.simultaneous:",
        [T + "test_ensemble.py::test_ensemble_shares_g_of_d_phase_with_g_phase_bitwise"],
        "an ensemble's G phase recomputes the stacked G(z) of D's phase: one G forward per step wasted"),

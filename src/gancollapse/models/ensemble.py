@@ -160,7 +160,6 @@ class EnsembleGAN(TrainClock, L.LightningModule):
         self.active = [True] * self.k
         #: member -> its final bookkeeping when it stopped early (status, reason, counters)
         self.stopped: dict[int, dict[str, Any]] = {}
-        self.train_seconds, self._t0 = 0.0, None
         #: per-member run records (:class:`gancollapse.ensemble.MemberRecords`); None: no files
         self.records: Any = None
 
@@ -264,10 +263,8 @@ class EnsembleGAN(TrainClock, L.LightningModule):
         for m in self.members:
             m.to(self.device)
 
-    def phases(self) -> list[str]:
-        """D always; G on the last A micro-batches of every n_critic·A (:meth:`GANModule.phases`)."""
-        cycle = self.n_critic * self.accumulate
-        return ["d", "g"] if self.micro.get("d", 0) % cycle >= (self.n_critic - 1) * self.accumulate else ["d"]
+    phases = GANModule.phases
+    g_scores_d_fakes = GANModule.g_scores_d_fakes
 
     def training_step(self, batch: Tensor, batch_idx: int = 0) -> None:
         real = batch
@@ -291,7 +288,7 @@ class EnsembleGAN(TrainClock, L.LightningModule):
 
     def d_loss(self, real: Tensor, z: Tensor, shared: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """:meth:`GANModule.d_loss` for all members: ``(K,)`` tensors."""
-        if shared is not None and (self.simultaneous or (self.share_fake and "g" in self.phases())):
+        if shared is not None and self.g_scores_d_fakes():
             shared["fake"] = self.generator(z)  # G's phase scores these very fakes
             fake = shared["fake"].detach().clone()
         else:

@@ -43,6 +43,13 @@ def _forward_is_pure(net: nn.Module) -> bool:
                    or parametrize.is_parametrized(m) or m._forward_pre_hooks for m in net.modules())
 
 
+def gan_phases(d_micro: int, n_critic: int, accumulate: int) -> list[str]:
+    """The phases of a GAN's next batch, given D's micro-batches so far: D always; G on the last ``accumulate``
+    micro-batches of every ``n_critic · accumulate`` (one G step per n_critic D steps)."""
+    cycle = n_critic * accumulate
+    return ["d", "g"] if d_micro % cycle >= (n_critic - 1) * accumulate else ["d"]
+
+
 class GANModule(PhasedModule):
     """A GAN trained by alternating (or simultaneous) D and G steps.
 
@@ -172,9 +179,13 @@ class GANModule(PhasedModule):
         return list(nets[name].parameters())
 
     def phases(self) -> list[str]:
-        """Phases to run on the next batch: D always; G on the last A micro-batches of every n_critic·A."""
-        cycle = self.n_critic * self.accumulate
-        return ["d", "g"] if self.micro.get("d", 0) % cycle >= (self.n_critic - 1) * self.accumulate else ["d"]
+        """Phases to run on the next batch (:func:`gan_phases`)."""
+        return gan_phases(self.micro.get("d", 0), self.n_critic, self.accumulate)
+
+    def g_scores_d_fakes(self) -> bool:
+        """Whether this batch's G phase backpropagates through the G(z) its D phase computes: simultaneous
+        updates, or :attr:`share_fake` on a batch that has a G phase."""
+        return self.simultaneous or (self.share_fake and "g" in self.phases())
 
     def after_update(self, phase: str) -> None:
         """Hooks after a phase's optimizer step: regularizers' ``after_d_step`` (weight clipping)."""
@@ -200,7 +211,7 @@ class GANModule(PhasedModule):
 
     def d_loss(self, pb: PhaseBatch) -> dict[str, Tensor]:
         real, z = pb.real, pb.z
-        if self.simultaneous or (self.share_fake and "g" in self.phases()):
+        if self.g_scores_d_fakes():
             # G's phase scores these very fakes (one G forward per step, one BatchNorm statistics update)
             pb.extras["fake"] = self.generator(z)
             fake = pb.extras["fake"].detach().clone()  # its own storage: D-side edits cannot reach G's graph

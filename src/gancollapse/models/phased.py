@@ -272,7 +272,6 @@ class PhasedModule(TrainClock, L.LightningModule):
         self._found: dict[str, Tensor] = {}  # non-finite flag of the micro-batches accumulated so far
         #: the :func:`skip_path` each phase's last step took (``fused``, ``masked`` or ``host``).
         self.skip_paths: dict[str, str] = {}
-        self.train_seconds, self._t0 = 0.0, None
         self.latest_eval: dict[str, float] = {}
         self._pending_logs: dict[str, Tensor] = {}
         self.nudge_metrics: dict[str, float] = {}
