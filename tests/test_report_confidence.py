@@ -286,7 +286,7 @@ def test_an_included_file_that_is_no_leaderboard_or_repeats_a_row_is_refused(tmp
     other = _sitting(tmp_path / "t", ["wasserstein", "topk"])
     write_report(other)
     (tmp_path / "copy.csv").write_text((other / "leaderboard.csv").read_text())
-    with pytest.raises(ValueError, match="'loss=wasserstein' is a row of both .*include one of them"):
+    with pytest.raises(ValueError, match="'loss=wasserstein' is a row in both .*include it once"):
         write_report(sweep, include=[other / "leaderboard.csv", tmp_path / "copy.csv"])
 
 
@@ -337,6 +337,65 @@ def test_benchmark_report_tests_training_rows_against_ns_and_leaves_sampling_row
     assert rows["ns_s0/samples_prior"]["modes 95% CI"].startswith("[")
 
 
+def test_configurations_are_matched_by_their_own_overrides_not_by_the_sweep_s_labels(tmp_path):
+    """A label names what differs within its sweep: `loss=hinge` of a model=big sitting is not `loss=hinge` of a
+    model=small one, and a one-configuration sitting has no label at all. config_id holds across sittings."""
+    for sitting, model in (("big", "big"), ("small", "small")):
+        for loss in ("hinge", "standard"):
+            for seed, kl in enumerate(KLS[loss][:3]):
+                _make_run(tmp_path / sitting / f"{loss}_s{seed}", seed, {"toy/reverse_kl": kl},
+                          overrides=[f"model={model}", f"loss={loss}"], loss_name=loss)
+    big = write_report(tmp_path / "big").with_suffix(".csv")
+    assert _by_label(big)["loss=hinge"]["config_id"] == "loss=hinge model=big"
+    write_report(tmp_path / "small", include=[big])
+    with open(tmp_path / "small" / "leaderboard.csv") as f:
+        ids = sorted(r["config_id"] for r in csv.DictReader(f))
+    assert ids == ["loss=hinge model=big", "loss=hinge model=small", "loss=standard model=big",
+                   "loss=standard model=small"]  # four configurations: nothing replaced
+    for seed, kl in enumerate(KLS["hinge"][:3]):  # hinge on model=big again, alone: no label, same configuration
+        _make_run(tmp_path / "again" / f"{seed}_0", seed, {"toy/reverse_kl": kl + 1.0},
+                  overrides=["model=big", "loss=hinge"], loss_name="hinge")
+    md = write_report(tmp_path / "again", include=[big])
+    rows = {r["config_id"]: r for r in csv.DictReader(open(md.with_suffix(".csv")))}
+    assert set(rows) == {"loss=hinge model=big", "loss=standard model=big"}
+    assert rows["loss=hinge model=big"]["source"] == "this sweep" and rows["loss=hinge model=big"]["run"] == "0_0"
+    assert "taken from its runs: `loss=hinge`" in md.read_text()
+
+
+def test_a_rerun_with_too_few_finished_runs_does_not_replace_the_earlier_row(tmp_path):
+    earlier = write_report(_sitting(tmp_path / "one", ["hinge", "standard"])).with_suffix(".csv")
+    _make_run(tmp_path / "two" / "hinge_s0", 0, {"toy/reverse_kl": 9.0}, overrides=["loss=hinge"], loss_name="hinge")
+    _make_run(tmp_path / "two" / "standard_s0", 0, {"toy/reverse_kl": 9.0}, overrides=["loss=standard"],
+              loss_name="standard")
+    (tmp_path / "two" / "hinge_s1").mkdir()  # a second hinge seed killed before its summary
+    md = write_report(tmp_path / "two", baseline="hinge", include=[earlier])
+    rows = _by_label(md.with_suffix(".csv"))
+    assert json.loads(rows["loss=hinge"]["toy/reverse_kl/values"]) == KLS["hinge"]
+    assert rows["loss=hinge"]["source"] == str(earlier) and rows["loss=standard"]["source"] == str(earlier)
+    assert "too few finished runs to test, so the earlier row stands: `loss=hinge`, `loss=standard`" in md.read_text()
+    assert float(rows["loss=standard"]["toy/reverse_kl/p"]) == pytest.approx(
+        stats.ttest_ind(KLS["standard"], KLS["hinge"], equal_var=False).pvalue)
+
+
+def test_an_old_leaderboard_without_per_run_values_is_refused_and_sources_are_kept(tmp_path):
+    earlier = write_report(_sitting(tmp_path / "one", ["hinge", "standard"])).with_suffix(".csv")
+    with open(earlier) as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        fields = [k for k in reader.fieldnames if not k.endswith("/values")]
+    with open(tmp_path / "old.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(MissingError, match="has no per-run values of .*toy/reverse_kl"):
+        write_report(_sitting(tmp_path / "two", ["wasserstein", "topk"]), include=[tmp_path / "old.csv"])
+    merged = write_report(tmp_path / "two", include=[earlier]).with_suffix(".csv")
+    _sitting(tmp_path / "three", ["least_squares", "topk"])
+    final = _by_label(write_report(tmp_path / "three", include=[merged]).with_suffix(".csv"))
+    assert final["loss=hinge"]["source"] == str(earlier)  # where it was measured, not the file that passed it on
+    assert final["loss=wasserstein"]["source"] == str(merged) and final["loss=topk"]["source"] == "this sweep"
+
+
 def test_benchmark_cli_includes_an_earlier_sitting_in_its_report_and_chart(tmp_path):
     from gancollapse.benchmark import main as benchmark_main
 
@@ -353,7 +412,8 @@ def test_benchmark_cli_includes_an_earlier_sitting_in_its_report_and_chart(tmp_p
     runs(tmp_path / "now", ["ns"])
     benchmark_main(["--out", str(tmp_path / "now"), "--configs", "ns", "--seeds", "0,1,2", "--skip-train",
                     "--skip-sample", "--include", str(earlier)])
-    rows = _by_label(tmp_path / "now" / "leaderboard.csv")
+    with open(tmp_path / "now" / "leaderboard.csv") as f:
+        rows = {r["config_id"]: r for r in csv.DictReader(f)}
     assert set(rows) == {"experiment=benchmark/ns", "experiment=benchmark/hinge", "experiment=benchmark/lsgan"}
     assert rows["experiment=benchmark/ns"]["baseline"] == "True"
     for name in ("hinge", "lsgan"):  # two tests against ns: Holm doubles the smaller p
@@ -361,3 +421,11 @@ def test_benchmark_cli_includes_an_earlier_sitting_in_its_report_and_chart(tmp_p
     ps = {n: stats.ttest_ind(modes[n], modes["ns"], equal_var=False).pvalue for n in ("hinge", "lsgan")}
     assert float(rows["experiment=benchmark/hinge"]["modes/p_holm"]) == pytest.approx(holm(list(ps.values()))[0])
     assert (tmp_path / "now" / "modes_kl.png").is_file()
+    # a sitting that does not rerun ns tests against the included ns row
+    runs(tmp_path / "later", ["hinge"])
+    benchmark_main(["--out", str(tmp_path / "later"), "--configs", "hinge", "--seeds", "0,1,2", "--skip-train",
+                    "--skip-sample", "--include", str(tmp_path / "now" / "leaderboard.csv")])
+    with open(tmp_path / "later" / "leaderboard.csv") as f:
+        later = {r["config_id"]: r for r in csv.DictReader(f)}
+    assert later["experiment=benchmark/ns"]["baseline"] == "True"
+    assert float(later["experiment=benchmark/hinge"]["modes/p_holm"]) == pytest.approx(holm(list(ps.values()))[0])

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import warnings
@@ -127,6 +128,25 @@ def run_overrides(run_dir: Path | str) -> list[str]:
         child = (run_dir / "sampler.yaml").is_file() or (run_dir.parent / ENSEMBLE_FILE).is_file()
         return run_overrides(run_dir.parent) if child else []
     return [str(t) for t in OmegaConf.load(path) if _override_key(str(t)) not in SEED_KEYS]
+
+
+def config_identity(run_dir: Path | str) -> str:
+    """A configuration's name that holds across sittings, for matching a report's rows with an earlier
+    report's (``gancollapse.report --include``): the run's sorted seed-free command-line overrides
+    (:func:`run_overrides`), or, for a run started without any, ``signature:`` and a hash of its
+    :func:`run_signature`; a sampler sub-run adds ``| sampler=<name> <its overrides> n=<samples>``. Unlike the
+    leaderboard's ``overrides`` label it does not depend on which other configurations shared the sweep."""
+    run_dir = Path(run_dir)
+    sampling = ""
+    if (run_dir / "sampler.yaml").is_file() and (run_dir / "summary.json").is_file():
+        summary = json.loads((run_dir / "summary.json").read_text())
+        sampling = " ".join(f"| sampler={summary.get('sampler')} {summary.get('sampler_overrides') or ''} "
+                            f"n={summary.get('n')}".split())
+        run_dir = run_dir.parent
+    overrides = sorted(run_overrides(run_dir))
+    name = " ".join(overrides) if overrides else (
+        "signature:" + hashlib.sha1(run_signature(run_dir).encode()).hexdigest()[:12])
+    return f"{name} {sampling}" if sampling else name
 
 
 def mean_std(values: Sequence[Any]) -> tuple[float | None, float | None, int]:

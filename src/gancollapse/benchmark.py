@@ -45,7 +45,7 @@ from gancollapse.metrics.image_callback import ImageEvaluator
 from gancollapse.metrics.mode_count import mode_stats, stacked_modes
 from gancollapse.paths import CONF_DIR
 from gancollapse.plots import plt
-from gancollapse.report import write_report
+from gancollapse.report import load_leaderboard, write_report
 
 N_MODES = 1000
 BASELINE = "ns"
@@ -294,6 +294,18 @@ def report(out: Path, baseline: str | None = None, include: Sequence[Path] = ())
     return plot_modes_kl(read_leaderboard(md.with_suffix(".csv")), out / "modes_kl.png")
 
 
+def baseline_name(configs: Sequence[str], seeds: Sequence[int], include: Sequence[Path] = ()) -> str | None:
+    """The baseline row's name for the report: a run dir of this sitting's ``ns`` (unique even when no override
+    tells the rows apart, ``--configs ns``), else the ``ns`` row of an included leaderboard, else none."""
+    if BASELINE in configs and seeds:
+        return f"{BASELINE}_s{seeds[0]}"
+    label = f"experiment=benchmark/{BASELINE}"
+    if any(label in str(r.get("config_id") or r.get("overrides") or "").split() and not r.get("sample_seed")
+           for path in include for r in load_leaderboard(path)):
+        return label
+    return None
+
+
 def _csv(value: str) -> list[str]:
     return [v for v in value.split(",") if v]
 
@@ -332,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
         run_commands(sample_commands(out, seeds, samplers, args.n_sample), args.jobs, args.threads,
                      out / "logs" / "sample")
     # the baseline named by a run dir: unique even when no override tells the rows apart (``--configs ns``)
-    chart = report(out, f"{BASELINE}_s{seeds[0]}" if BASELINE in configs and seeds else None, args.include)
+    chart = report(out, baseline_name(configs, seeds, args.include), args.include)
     print(f"benchmark {bench.name}: {time.perf_counter() - t0:.0f} s; {out / 'leaderboard.md'}, {chart}")
 
 

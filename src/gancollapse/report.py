@@ -35,6 +35,7 @@ from gancollapse.aggregate import (
     ENSEMBLE_FILE,
     MIN_N,
     aggregate_seeds,
+    config_identity,
     confidence_columns,
     run_overrides,
     run_signature,
@@ -172,26 +173,34 @@ def load_row(run_dir: Path, root: Path) -> dict[str, Any]:
     return row
 
 
+#: leaderboard.csv columns that name things: read back as text even where they look like numbers (run dir 0_1)
+TEXT_COLUMNS = frozenset({"run", "runs", "overrides", "config_id", "seed", "sample_seed", "sampler",
+                          "sampler_overrides", "status", "dataset", "model", "loss", "regularizers", "applied",
+                          "source"})
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|nan)")
+
+
 def _csv_cell(key: str, text: str) -> Any:
-    """A leaderboard.csv cell read back: per-run value lists from JSON, whole numbers as int, other numbers as
-    float, the rest (seed lists, dict records, labels) as the text."""
+    """A leaderboard.csv cell read back: per-run value lists from JSON, numbers as int (whole) or float, names
+    (:data:`TEXT_COLUMNS`), seed lists, dict records and labels as the text."""
     if key.endswith("/values"):
         return json.loads(text)
-    with contextlib.suppress(ValueError):
-        return int(text)
-    with contextlib.suppress(ValueError):
-        return float(text)
-    return text
+    if key in TEXT_COLUMNS or not _NUMBER.fullmatch(text):
+        return text
+    return int(text) if text.lstrip("+-").isdigit() else float(text)
 
 
 def load_leaderboard(path: Path | str) -> list[dict[str, Any]]:
     """The rows of an earlier report's ``leaderboard.csv``, for a report over several sittings
     (``--include``): each keeps its means, spreads and per-run values (``<metric>/values``, what the intervals
-    and tests are computed from) and gets ``source`` = the file; its old intervals, p-values and baseline flag
-    are dropped, to be recomputed with the other rows (Holm's m counts them all).
+    and tests are computed from) and its ``source`` (the file, unless the file itself merged earlier ones);
+    its old intervals, p-values and baseline flag are dropped, to be recomputed with the other rows (Holm's m
+    counts them all).
 
     Raises:
-        MissingError: the file is missing, or is not a leaderboard.csv (no ``run`` and ``n`` columns).
+        MissingError: the file is missing, is not a leaderboard.csv (no ``run`` and ``n`` columns), or has a row
+            of n ≥ 3 runs with a metric's mean but not its per-run values (a report older than those columns:
+            its rows could not be tested).
     """
     path = Path(path)
     if not path.is_file():
@@ -203,27 +212,77 @@ def load_leaderboard(path: Path | str) -> list[dict[str, Any]]:
     if not {"run", "n"} <= set(fields) or not rows:
         raise MissingError(f"--include {path}: not a leaderboard (no rows, or no run and n columns)",
                            "pass the leaderboard.csv that python -m gancollapse.report wrote")
-    return [{**{k: _csv_cell(k, v) for k, v in r.items()
-                if v != "" and k != "baseline" and not k.endswith(RECOMPUTED_SUFFIXES)}, "source": str(path)}
-            for r in rows]
+    out = []
+    for r in rows:
+        try:
+            row = {k: _csv_cell(k, v) for k, v in r.items()
+                   if v not in ("", None) and k != "baseline" and not k.endswith(RECOMPUTED_SUFFIXES)}
+        except json.JSONDecodeError as e:
+            raise MissingError(f"--include {path}: row {r.get('run')!r} has a per-run value list that is not JSON "
+                               f"({e})", "pass the leaderboard.csv as the report wrote it") from e
+        missing = [k for k in STAT_KEYS if k in row and f"{k}/values" not in row]
+        if int(row.get("n", 1)) >= MIN_N and missing:
+            raise MissingError(f"--include {path}: row {r.get('run')!r} (n = {row['n']}) has no per-run values of "
+                               f"{missing}, so it cannot be tested", "rerun python -m gancollapse.report on its "
+                               "sweep (reports since the confidence columns write <metric>/values)")
+        if row.get("source") in (None, THIS_SWEEP):
+            row["source"] = str(path)
+        out.append(row)
+    return out
 
 
-def merge_included(rows: list[dict[str, Any]], included: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-    """``rows`` (measured here, ``source`` = :data:`THIS_SWEEP`) plus the ``included`` rows whose label
-    (:func:`row_label`) no row measured here has; returns them and the labels of the included rows left out
-    because this sweep measured that configuration again (the newer runs stand). Two included rows with one
-    label are refused: which one stands would be a guess."""
-    here = {row_label(r) for r in rows}
+def _identity(row: dict[str, Any]) -> str:
+    return str(row.get("config_id") or row_label(row))
+
+
+def _enough_runs(here: dict[str, Any], earlier: dict[str, Any]) -> bool:
+    """Whether this sweep's row has, for every metric the earlier row was tested on, as many runs with a value
+    as a test needs (:data:`MIN_N`, or the earlier row's count when that was smaller)."""
+    keys = [k.removesuffix("/values") for k in earlier if k.endswith("/values")]
+    return all(len(seed_values(here, k)) >= min(MIN_N, len(seed_values(earlier, k))) for k in keys)
+
+
+def merge_included(rows: list[dict[str, Any]],
+                   included: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """This sweep's ``rows`` (``source`` = :data:`THIS_SWEEP`) merged with the ``included`` rows of earlier
+    leaderboards. A configuration is the same when its ``config_id`` (:func:`gancollapse.aggregate.
+    config_identity`) is, or, for an included file written before that column, its label (:func:`row_label`).
+    Measured in both: this sweep's row stands if it has the runs to be tested (:func:`_enough_runs`), else the
+    included row stands and this sweep's is left out. Returns (rows, the labels replaced by this sweep, the
+    labels of this sweep's rows left out for too few finished runs).
+
+    Raises:
+        ValueError: one configuration in two included rows (which would stand is a guess), or a label match
+            whose datasets differ (an old file's label cannot tell configurations of two datasets apart).
+    """
+    here = {}
+    for r in rows:
+        here[str(r["config_id"])] = r
+        here.setdefault(row_label(r), r)
     seen: dict[str, str] = {}
-    kept, superseded = [], []
+    kept, superseded, short = [], [], []
+    dropped: set[int] = set()
     for r in included:
-        label = row_label(r)
-        if label in seen:
-            raise ValueError(f"--include: {label!r} is a row of both {seen[label]} and {r['source']}; "
-                             f"include one of them")
-        seen[label] = str(r["source"])
-        (superseded if label in here else kept).append(label if label in here else r)
-    return [{**r, "source": THIS_SWEEP} for r in rows] + kept, superseded
+        key = _identity(r)
+        if key in seen:
+            where = "twice in " + seen[key] if seen[key] == r["source"] else f"in both {seen[key]} and {r['source']}"
+            raise ValueError(f"--include: the configuration {key!r} is a row {where}; include it once")
+        seen[key] = str(r["source"])
+        match = here.get(key)
+        if match is None:
+            kept.append(r)
+            continue
+        if r.get("dataset") not in (None, match.get("dataset")):
+            raise ValueError(f"--include: {key!r} names a {r.get('dataset')} row in {r['source']} and a "
+                             f"{match.get('dataset')} row here; compare one dataset per report")
+        if _enough_runs(match, r):
+            superseded.append(row_label(r))
+        else:
+            kept.append(r)
+            short.append(row_label(match))
+            dropped.add(id(match))
+    mine = [{**r, "source": THIS_SWEEP} for r in rows if id(r) not in dropped]
+    return mine + kept, superseded, short
 
 
 def _fmt(value: Any, fmt: str) -> str:
@@ -322,7 +381,7 @@ def _word_matches(word: str, token: str) -> bool:
 
 def find_baseline(rows: list[dict[str, Any]], name: str) -> int:
     """The index of the row ``--baseline <name>`` names. A row is named by (first) its whole label
-    (:func:`row_label`, as in the ``overrides`` column) or one of its run dirs (``ns_s0``,
+    (:func:`row_label`, as in the ``overrides`` column), its ``config_id`` or one of its run dirs (``ns_s0``,
     ``ns_s0/samples_prior``); else by words that each match one of its overrides, either whole
     (``loss=hinge``), by value (``hinge``) or by the value's last path part (``ns`` for
     ``experiment=benchmark/ns``), or its sampler (``ns prior``). When such words fit a training row and the
@@ -332,8 +391,8 @@ def find_baseline(rows: list[dict[str, Any]], name: str) -> int:
         ValueError: no row, or more than one, fits ``name`` (the message lists the rows' labels).
     """
     words = name.split()
-    exact = [i for i, r in enumerate(rows)
-             if name == row_label(r) or name in str(r.get("runs") or r.get("run")).split(",")]
+    exact = [i for i, r in enumerate(rows) if name in (row_label(r), r.get("config_id"))
+             or name in str(r.get("runs") or r.get("run")).split(",")]
     fits = exact or [i for i, r in enumerate(rows)
                      if words and all(any(_word_matches(w, t) for t in _row_words(r)) for w in words)]
     if len(fits) > 1:
@@ -460,12 +519,16 @@ def write_report(root: Path | str, out: Path | str | None = None, baseline: str 
     # One row per configuration: runs that differ only in seed are averaged (mean ± std, n).
     rows = aggregate_seeds(loaded, [run_signature(r) for r in runs], [run_overrides(r) for r in runs],
                            values_of=stat_keys)
+    for r in rows:  # the configuration's name across sittings (a later report's --include matches on it)
+        r["config_id"] = config_identity(root / str(r["run"]))
     superseded: list[str] = []
+    short: list[str] = []
     if include:
-        for r in rows:  # a sweep of one configuration has no distinguishing overrides: label it by all of them
-            if not r.get("overrides") and run_overrides(root / str(r["run"])):
-                r["overrides"] = " ".join(run_overrides(root / str(r["run"])))
-        rows, superseded = merge_included(rows, included)
+        rows, superseded, short = merge_included(rows, included)
+        included_keys = [k.removesuffix("/values") for r in rows if r["source"] != THIS_SWEEP for k in r
+                         if k.endswith("/values")]
+        extra = [k for k in dict.fromkeys(included_keys) if k not in stat_keys]  # metrics only they declared
+        columns, stat_keys = columns + [(k, k, "{:.4g}") for k in extra], stat_keys + tuple(extra)
     rows = sort_rows(rows)
     base = find_baseline(rows, baseline) if baseline else None
     stats = any(int(r.get("n", 1)) > 1 for r in rows)  # no repeated seeds: nothing to put an interval on
@@ -483,8 +546,10 @@ def write_report(root: Path | str, out: Path | str | None = None, baseline: str 
         about += (f"\n\nRows from earlier leaderboards (the `source` column): "
                   f"{sum(r['source'] != THIS_SWEEP for r in rows)} of {len(rows)}, from {', '.join(map(str, include))}; "
                   f"their per-run values are as those reports recorded them, their intervals and tests are "
-                  f"recomputed here. " + (f"Measured again in this sweep, so taken from its runs: "
-                                          f"{', '.join(f'`{s}`' for s in superseded)}." if superseded else ""))
+                  f"recomputed here." + (f" Measured again in this sweep, so taken from its runs: "
+                                         f"{', '.join(f'`{s}`' for s in superseded)}." if superseded else "")
+                  + (f" Measured again here with too few finished runs to test, so the earlier row stands: "
+                     f"{', '.join(f'`{s}`' for s in short)}." if short else ""))
     md.write_text(f"# Leaderboard: {root}\n\n{len(runs)} runs{' here' if include else ''} in {len(rows)} configurations (mean ± std over seeds, n runs each), best first: {sort_description(rows)}.\n\n{about}\n\n" + leaderboard_markdown(rows, stats, base, correction, alpha, columns, stat_keys))
     keys = list(dict.fromkeys(k for r in rows for k in r))
     with open(out / "leaderboard.csv", "w", newline="") as f:
