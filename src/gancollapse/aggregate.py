@@ -90,6 +90,15 @@ def _load_tree(path: Path) -> Any:
     return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
 
 
+def sampling_record(run_dir: Path) -> dict[str, Any] | None:
+    """A sampler sub-run's sampler, its overrides and sample count (from its summary.json): what tells two
+    sampler rows on the same checkpoints apart; None for a directory that is no sampler sub-run."""
+    if not ((run_dir / "sampler.yaml").is_file() and (run_dir / "summary.json").is_file()):
+        return None
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {k: summary.get(k) for k in ("sampler", "sampler_overrides", "n")}
+
+
 def run_signature(run_dir: Path | str) -> str:
     """The run's configuration except its seed, as a string: runs with equal signatures differ only in seed.
 
@@ -104,9 +113,7 @@ def run_signature(run_dir: Path | str) -> str:
         flat = seed_free(flatten(_load_tree(hydra_cfg)), resolved=False)
     elif cfg.is_file():
         flat = seed_free(flatten(_load_tree(cfg)), resolved=True)
-    elif (run_dir / "sampler.yaml").is_file() and (run_dir / "summary.json").is_file():
-        summary = json.loads((run_dir / "summary.json").read_text())
-        sampling = {k: summary.get(k) for k in ("sampler", "sampler_overrides", "n")}
+    elif (sampling := sampling_record(run_dir)) is not None:
         return run_signature(run_dir.parent) + "|" + json.dumps(sampling, sort_keys=True, default=str)
     else:
         return f"run:{run_dir.resolve()}"
@@ -138,10 +145,9 @@ def config_identity(run_dir: Path | str) -> str:
     leaderboard's ``overrides`` label it does not depend on which other configurations shared the sweep."""
     run_dir = Path(run_dir)
     sampling = ""
-    if (run_dir / "sampler.yaml").is_file() and (run_dir / "summary.json").is_file():
-        summary = json.loads((run_dir / "summary.json").read_text())
-        sampling = " ".join(f"| sampler={summary.get('sampler')} {summary.get('sampler_overrides') or ''} "
-                            f"n={summary.get('n')}".split())
+    if (record := sampling_record(run_dir)) is not None:
+        sampling = " ".join(f"| sampler={record['sampler']} {record['sampler_overrides'] or ''} "
+                            f"n={record['n']}".split())
         run_dir = run_dir.parent
     overrides = sorted(run_overrides(run_dir))
     name = " ".join(overrides) if overrides else (
