@@ -419,6 +419,10 @@ MUTANTS: tuple[Mutant, ...] = (
        "below.append(mean - lo if ok else math.nan)", "below.append(_num(r.get(f\"{key}/std\")) if ok else math.nan)",
        [T + "test_report_confidence.py::test_chart_error_bars_are_the_bootstrap_interval"],
        "the leaderboard chart's error bars show the std instead of the bootstrap interval"),
+    _m("sweep_waits_out_ctrl_c", "benchmark.py",
+       "        for proc in alive:\n            proc.send_signal(signal.SIGINT)\n", "",
+       [T + "test_benchmark.py::test_ctrl_c_stops_the_sweep_instead_of_running_the_queue"],
+       "Ctrl-C leaves the sweep's running trainings going: the runner waits them out instead of stopping"),
     # ---- evaluation, records, reliability
     _m("evaluation_not_reseeded", "metrics/image_callback.py",
        "        with self.seeded(device):  # G's noise from the seed", "        with self.isolated_rng(device):  # G's noise from the seed",

@@ -22,11 +22,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import math
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -180,31 +183,69 @@ def sample_commands(out: Path, seeds: Sequence[int] = SEEDS, samplers: Sequence[
             for s in seeds for name in samplers]
 
 
-def run_commands(commands: Sequence[Sequence[str]], jobs: int = 2, threads: int = 1, log_dir: Path | None = None) -> list[int]:
+def run_commands(commands: Sequence[Sequence[str]], jobs: int = 2, threads: int = 1, log_dir: Path | None = None,
+                 grace_s: float = 60.0) -> list[int]:
     """Run the commands ``jobs`` at a time (each with ``threads`` torch threads), output to
-    ``<log_dir>/<i>.log``; returns the exit codes (a failed run does not stop the others: the report lists it)."""
+    ``<log_dir>/<i>.log``; returns the exit codes (a failed run does not stop the others: the report lists it).
+
+    Ctrl-C (KeyboardInterrupt) stops the sweep: no further command starts, the running ones get SIGINT (a
+    training run then saves its checkpoint and exits; one still alive after ``grace_s`` seconds is terminated),
+    and the KeyboardInterrupt propagates, so a caller never mistakes the interrupted runs for failed ones (and
+    retries them). A plain ``with ThreadPoolExecutor`` would instead wait for every queued command to run."""
     if int(jobs) < 1:
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
+    running: set[subprocess.Popen] = set()
+    lock = threading.Lock()
+    stopping = threading.Event()
 
     def one(item: tuple[int, Sequence[str]]) -> int:
         i, cmd = item
+        if stopping.is_set():  # a queued command after Ctrl-C: no log file, no process
+            return 130
         t0 = time.perf_counter()
-        if log_dir is None:
-            rc = subprocess.run(list(cmd), env=env, check=False).returncode
-        else:
-            with open(log_dir / f"{i:03d}.log", "w") as f:
-                f.write(" ".join(cmd) + "\n")
-                f.flush()
-                rc = subprocess.run(list(cmd), env=env, stdout=f, stderr=subprocess.STDOUT, check=False).returncode
+        with contextlib.ExitStack() as stack:
+            out = None
+            if log_dir is not None:
+                out = stack.enter_context(open(log_dir / f"{i:03d}.log", "w"))
+                out.write(" ".join(cmd) + "\n")
+                out.flush()
+            with lock:  # checked under the lock so that no command starts after the interrupt's signals
+                if stopping.is_set():
+                    return 130
+                proc = subprocess.Popen(list(cmd), env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
+                running.add(proc)
+            rc = proc.wait()
+            with lock:
+                running.discard(proc)
         print(f"[{'ok' if rc == 0 else f'exit {rc}'}] {time.perf_counter() - t0:7.1f} s  {' '.join(cmd[2:5])}",
               flush=True)
         return rc
 
-    with ThreadPoolExecutor(max_workers=int(jobs)) as pool:
-        return list(pool.map(one, enumerate(commands)))
+    pool = ThreadPoolExecutor(max_workers=int(jobs))
+    futures = [pool.submit(one, item) for item in enumerate(commands)]
+    try:
+        return [f.result() for f in futures]
+    except KeyboardInterrupt:
+        with lock:
+            stopping.set()
+            alive = list(running)
+        for f in futures:
+            f.cancel()
+        for proc in alive:
+            proc.send_signal(signal.SIGINT)
+        for proc in alive:
+            try:
+                proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+        print(f"interrupted: {len(alive)} running command(s) stopped, the rest not started; a rerun resumes",
+              flush=True)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ---------------------------------------------------------------------------- the chart
