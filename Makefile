@@ -57,9 +57,9 @@ zoo: $(STAMP)
 
 # ---------------------------------------------------------------------------- Stacked Digits benchmark
 # Offline 1,000-mode collapse benchmark (gancollapse.benchmark; docs/RESULTS.md). BENCH picks the set,
-# conf/benchmark/$(BENCH).yaml: stacked_digits (default: 10 configurations x 3 seeds of conf/experiment/benchmark/,
-# prior/MH-GAN/DRS sampling on the baseline; ~2 h on 2 CPU cores) or stacked_mnist5k (8 of the same configurations
-# x 5 seeds on real MNIST digits, offline; estimated <= 3 h). leaderboard.md/.csv (mean +- std over seeds, 95%
+# conf/benchmark/$(BENCH).yaml: stacked_digits (default: 10 configurations x 5 seeds of conf/experiment/benchmark/,
+# prior/MH-GAN/DRS sampling on the baseline; about 4 h on 2 CPU cores, measured) or stacked_mnist5k (9 of the same
+# configurations x 5 seeds at 900 G steps on real MNIST digits, offline; estimated under 3 h, not measured). leaderboard.md/.csv (mean +- std over seeds, 95%
 # bootstrap intervals, Welch tests against ns) and
 # modes_kl.png under BENCH_DIR (default: the set's out, multirun/benchmark or multirun/benchmark_<set>). BENCH_JOBS
 # runs at a time, 1 thread each. A rerun resumes finished/killed runs. BENCH_ARGS: extra flags, e.g.

@@ -50,8 +50,6 @@ REGULARIZERS = {
     "dlle": lambda: {"dlle": DLLE()},
     "disomap": lambda: {"disomap": DIsoMap()},
 }
-# DLLE draws its flip axis with ``int(torch.randint(...).item())`` (a CPU read; on a GPU it is not a device
-# sync today, but it is a host round trip in the step). The owner of regularizers/dlle.py has the fix.
 
 
 def _dcgan(regularizers: str = "none", base: int = 4, out_dim: int = 1, seed: int = 0, **kw) -> GANModule:
