@@ -3,7 +3,7 @@
     python scripts/diagnose_collapse.py [--out multirun/diagnosis] [--jobs 2] [--seeds 0,1,2] [--only curve_sn,...]
 
 Two experiments on the Stacked Digits benchmark recipe (conf/experiment/benchmark/), each variant × seeds as
-separate ``gancollapse.train`` processes (``gancollapse.benchmark.run_commands``: ``jobs`` at a time, one torch
+separate ``gancollapse.train`` processes (``gancollapse.sweep.run_commands``: ``jobs`` at a time, one torch
 thread each; a rerun resumes finished runs):
 
 * **budget curve** — ns, sn and maem at 4× the benchmark's 1,200 G steps, evaluated every 1,200 (modes and KL at
@@ -24,8 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from gancollapse.benchmark import run_commands
 from gancollapse.report import write_report
+from gancollapse.sweep import exit_when_stopped, run_commands
 
 BUDGET = ["max_g_steps=4800", "evaluator.every_n_steps=1200"]
 #: variant -> (experiment, overrides)
@@ -76,6 +76,7 @@ def write_curves(out: Path) -> Path:
     return path
 
 
+@exit_when_stopped
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("multirun/diagnosis"))

@@ -82,38 +82,3 @@ def test_tiny_stacked_digits_run_reports_modes_and_kl(tmp_path):
     assert 1 <= summary["modes"] <= 200 and 0.0 <= summary["kl_uniform"] <= 6.91  # ≤ ln 1000
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["modes"] == summary["modes"]
 
-
-_SWEEP = """
-import sys
-from pathlib import Path
-from gancollapse.benchmark import run_commands
-nap = [sys.executable, "-c", "import time; time.sleep(20)"]
-try:
-    run_commands([nap] * 4, jobs=2, log_dir=Path(sys.argv[1]))
-except KeyboardInterrupt:
-    sys.exit(130)
-sys.exit(0)
-"""
-
-
-def test_ctrl_c_stops_the_sweep_instead_of_running_the_queue(tmp_path):
-    """SIGINT to the runner alone (as `kill -INT`, or a terminal's Ctrl-C) stops its running commands and
-    starts no queued one; the runner exits 130, so callers such as `reproduce` do not treat the interrupted
-    runs as failures (and retry them)."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    logs = tmp_path / "logs"
-    proc = subprocess.Popen([sys.executable, "-c", _SWEEP, str(logs)])
-    deadline = time.monotonic() + 60
-    while len(list(logs.glob("*.log"))) < 2 and time.monotonic() < deadline:  # both slots started
-        time.sleep(0.1)
-    time.sleep(0.5)
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    rc = proc.wait(timeout=120)
-    assert rc == 130
-    assert time.monotonic() - t0 < 15  # the 20-s naps were stopped, not waited for
-    assert sorted(p.name for p in logs.glob("*.log")) == ["000.log", "001.log"]  # the queue never started

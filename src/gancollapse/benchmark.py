@@ -8,7 +8,7 @@
 * :class:`BenchmarkSet` / :func:`load_set` — a named set of the sweep, ``conf/benchmark/<set>.yaml``: which
   configurations of ``conf/experiment/benchmark/``, seeds, samplers, and the Hydra overrides (e.g. the dataset)
   of every run. ``stacked_digits`` (the default) and ``stacked_mnist5k`` share the configuration files.
-* :func:`train_commands` / :func:`sample_commands` / :func:`run_commands` — the sweep: every configuration ×
+* :func:`train_commands` / :func:`sample_commands` / :func:`gancollapse.sweep.run_commands` — the sweep: every configuration ×
   seed as separate ``gancollapse.train`` processes (``jobs`` at a time, one torch thread each), then MH-GAN and
   DRS sampling (``gancollapse.sample``) on the baseline's checkpoints.
 * :func:`plot_modes_kl` — the bar chart of modes and KL (mean over seeds, 95% bootstrap interval of the mean
@@ -22,17 +22,11 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import math
-import os
-import signal
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +43,7 @@ from gancollapse.metrics.mode_count import mode_stats, stacked_modes
 from gancollapse.paths import CONF_DIR
 from gancollapse.plots import plt
 from gancollapse.report import load_leaderboard, write_report
+from gancollapse.sweep import exit_when_stopped, run_commands
 
 N_MODES = 1000
 BASELINE = "ns"
@@ -183,71 +178,6 @@ def sample_commands(out: Path, seeds: Sequence[int] = SEEDS, samplers: Sequence[
             for s in seeds for name in samplers]
 
 
-def run_commands(commands: Sequence[Sequence[str]], jobs: int = 2, threads: int = 1, log_dir: Path | None = None,
-                 grace_s: float = 60.0) -> list[int]:
-    """Run the commands ``jobs`` at a time (each with ``threads`` torch threads), output to
-    ``<log_dir>/<i>.log``; returns the exit codes (a failed run does not stop the others: the report lists it).
-
-    Ctrl-C (KeyboardInterrupt) stops the sweep: no further command starts, the running ones get SIGINT (a
-    training run then saves its checkpoint and exits; one still alive after ``grace_s`` seconds is terminated),
-    and the KeyboardInterrupt propagates, so a caller never mistakes the interrupted runs for failed ones (and
-    retries them). A plain ``with ThreadPoolExecutor`` would instead wait for every queued command to run."""
-    if int(jobs) < 1:
-        raise ValueError(f"--jobs must be >= 1, got {jobs}")
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    if log_dir is not None:
-        log_dir.mkdir(parents=True, exist_ok=True)
-    running: set[subprocess.Popen] = set()
-    lock = threading.Lock()
-    stopping = threading.Event()
-
-    def one(item: tuple[int, Sequence[str]]) -> int:
-        i, cmd = item
-        if stopping.is_set():  # a queued command after Ctrl-C: no log file, no process
-            return 130
-        t0 = time.perf_counter()
-        with contextlib.ExitStack() as stack:
-            out = None
-            if log_dir is not None:
-                out = stack.enter_context(open(log_dir / f"{i:03d}.log", "w"))
-                out.write(" ".join(cmd) + "\n")
-                out.flush()
-            with lock:  # checked under the lock so that no command starts after the interrupt's signals
-                if stopping.is_set():
-                    return 130
-                proc = subprocess.Popen(list(cmd), env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
-                running.add(proc)
-            rc = proc.wait()
-            with lock:
-                running.discard(proc)
-        print(f"[{'ok' if rc == 0 else f'exit {rc}'}] {time.perf_counter() - t0:7.1f} s  {' '.join(cmd[2:5])}",
-              flush=True)
-        return rc
-
-    pool = ThreadPoolExecutor(max_workers=int(jobs))
-    futures = [pool.submit(one, item) for item in enumerate(commands)]
-    try:
-        return [f.result() for f in futures]
-    except KeyboardInterrupt:
-        with lock:
-            stopping.set()
-            alive = list(running)
-        for f in futures:
-            f.cancel()
-        for proc in alive:
-            proc.send_signal(signal.SIGINT)
-        for proc in alive:
-            try:
-                proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                proc.terminate()
-        print(f"interrupted: {len(alive)} running command(s) stopped, the rest not started; a rerun resumes",
-              flush=True)
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
 # ---------------------------------------------------------------------------- the chart
 def _num(value: Any) -> float:
     try:
@@ -351,6 +281,7 @@ def _csv(value: str) -> list[str]:
     return [v for v in value.split(",") if v]
 
 
+@exit_when_stopped
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m gancollapse.benchmark", description=__doc__.splitlines()[0])
     parser.add_argument("--set", default=DEFAULT_SET, help=f"conf/benchmark/<set>.yaml: {', '.join(set_names())}")

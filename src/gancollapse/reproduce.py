@@ -11,7 +11,7 @@ process, measured by ``scripts/bench_repro.py``): what ``--plan`` estimates with
   ``--full``).
 * :func:`plan_jobs` / :func:`run_jobs` — the training: per cell K seeds (0..K-1) as one ``ensemble=K`` process
   where :func:`gancollapse.models.ensemble.check_config` accepts the cell, else K single runs; two processes at a
-  time, longest first (:func:`gancollapse.benchmark.run_commands`). Runs live in
+  time, longest first (:func:`gancollapse.sweep.run_commands`). Runs live in
   ``<out>/<schedule>/<table>/<cell>/seed_<s>/``; a rerun skips finished seeds and resumes the others (the train
   entry point resumes a run directory). An ensemble that fails before training (its ``ensemble.json`` never
   written) is retried as single runs.
@@ -43,6 +43,7 @@ from scipy import stats
 
 from gancollapse.aggregate import ENSEMBLE_FILE, MIN_N, bootstrap_ci, flatten, mean_std, seed_free
 from gancollapse.paths import CONF_DIR
+from gancollapse.sweep import exit_when_stopped, run_commands
 
 TABLE_DIR = Path(CONF_DIR) / "experiment" / "repro"
 DEFAULT_OUT = Path("multirun/reproduce")
@@ -472,8 +473,6 @@ def run_jobs(jobs: Sequence[Job], out: Path, n_jobs: int = 2, extra: Sequence[st
     """Train ``jobs`` ``n_jobs`` at a time (one torch thread each, logs under ``<out>/logs/<time>/``); an
     ensemble that failed before training (no ``ensemble.json``) is retried as single runs. Returns the exit
     codes."""
-    from gancollapse.benchmark import run_commands
-
     logs = Path(out) / "logs" / datetime.now().strftime("%Y%m%d-%H%M%S")
     for i, job in enumerate(jobs):
         print(f"  {i:03d} {job.cell.key} seeds {job.seeds[0]}..{job.seeds[-1]}"
@@ -678,6 +677,7 @@ def _csv(value: str) -> list[str]:
     return [v for v in value.split(",") if v]
 
 
+@exit_when_stopped
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m gancollapse.reproduce", description=__doc__.splitlines()[0])
     parser.add_argument("--tables", type=_csv, default=None, help=f"repro files to train (default: all of {table_names()})")
