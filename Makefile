@@ -78,7 +78,8 @@ benchmark: $(STAMP)
 # Every paper-table reproduction of conf/experiment/repro/ (GDPP, VEEGAN, PacGAN ring/grid tables) with its paper's
 # number of runs, then docs/REPRODUCTION.md: per cell the paper's number, ours (mean, the paper's error measure,
 # n, 95% interval) and a verdict (gancollapse.reproduce). Default: each table's short CPU schedule (rows labelled
-# short; planned to fit 3 h on 2 cores: `make reproduce REPRO_ARGS=--plan`); REPRO_ARGS=--full: the papers'
+# short; planned for 3 h on 2 cores, about 3.2-3.5 h on a 2-core AMD EPYC: docs/BENCHMARKS.md; `make reproduce-plan`
+# estimates per cell); REPRO_ARGS=--full: the papers'
 # budgets (days on a CPU). A rerun resumes: finished seeds are skipped. REPRO_ARGS: e.g. "--tables gdpp_ring",
 # "--no-train" (only the ledger), "-- <hydra overrides for every run>".
 REPRO_DIR ?= multirun/reproduce
