@@ -81,4 +81,3 @@ def test_tiny_stacked_digits_run_reports_modes_and_kl(tmp_path):
     assert (cache / "classifiers" / "digits-28px-1ch.pt").is_file()  # built on first use
     assert 1 <= summary["modes"] <= 200 and 0.0 <= summary["kl_uniform"] <= 6.91  # ≤ ln 1000
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["modes"] == summary["modes"]
-

@@ -71,23 +71,21 @@ def run_commands(commands: Sequence[Sequence[str]], jobs: int = 2, threads: int 
 
     def one(item: tuple[int, Sequence[str]]) -> int:
         i, cmd = item
-        if stopping.is_set():  # a queued command after the stop: no log file, no process
-            return 130
         t0 = time.perf_counter()
         with contextlib.ExitStack() as stack:
-            out = None
-            if log_dir is not None:
-                out = stack.enter_context(open(log_dir / f"{i:03d}.log", "w"))
-                out.write(" ".join(cmd) + "\n")
-                out.flush()
-            with lock:  # checked under the lock so that no command starts after the stop's signals
+            with lock:  # under the lock, so that no command starts (nor writes its log) after the stop's signals
                 if stopping.is_set():
                     return 130
+                out = None
+                if log_dir is not None:
+                    out = stack.enter_context(open(log_dir / f"{i:03d}.log", "w"))
+                    out.write(" ".join(cmd) + "\n")
+                    out.flush()
                 proc = subprocess.Popen(list(cmd), env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
                 running.add(proc)
             rc = proc.wait()
-            with lock:
-                running.discard(proc)
+        with lock:
+            running.discard(proc)
         print(f"[{'ok' if rc == 0 else f'exit {rc}'}] {time.perf_counter() - t0:7.1f} s  {' '.join(cmd[2:5])}",
               flush=True)
         return rc
